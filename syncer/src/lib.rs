@@ -1,1 +1,27 @@
-//! placeholder
+//! nvr's syncer: the one process that owns the database and the sample dir.
+//!
+//! It creates, fsyncs, hashes, truncates and unlinks sample files, commits recordings to
+//! SQLite in batches, deletes the oldest recordings to keep each stream within its byte quota,
+//! and recovers from a crash at any step. Writers (the ingest processes) only ever hold the
+//! write-only descriptors it hands out. See `ARCHITECTURE.md` and DESIGN.md for the whole.
+//!
+//! Every sample-dir operation goes through the [`fs`] seam, so [`sim_fs`] can inject faults and
+//! simulate power loss; every clock read goes through `protocol::clock`.
+
+pub mod db;
+pub mod durability;
+pub mod error;
+pub mod flush_plan;
+pub mod fs;
+pub mod layout;
+pub mod limits;
+pub mod meta;
+pub mod recovery;
+pub mod reported;
+pub mod reserve;
+pub mod retention;
+pub mod sim_fs;
+pub mod store;
+
+pub use error::Error;
+pub use store::{CloseRequest, Committed, Syncer, SyncerOptions};

@@ -1,0 +1,63 @@
+//! The syncer library's error type.
+
+use std::io;
+
+use protocol::CompositeId;
+use thiserror::Error;
+
+use crate::db::DbError;
+use crate::meta::MetaError;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// An operation on the sample dir failed; `target` names the file or directory.
+    #[error("{op} {target}: {source}")]
+    Io {
+        op: &'static str,
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("no stream with id {0}")]
+    NoSuchStream(i32),
+    #[error("recording {0} is not open")]
+    NotOpen(CompositeId),
+    /// A peer asked for something the syncer will not do; nothing else is affected.
+    #[error("stream {stream}: {reason}")]
+    Rejected { stream: i32, reason: String },
+    /// The recording's file fsync failed: its data may be gone although reads still return
+    /// it, so it is discarded (end reason `io-error`), never retried and trusted.
+    #[error("recording {id} discarded (io-error): fsync failed: {source}")]
+    SyncFailed {
+        id: CompositeId,
+        #[source]
+        source: io::Error,
+    },
+    /// Fatal: creates or unlinks may not be durable. The syncer must restart through recovery.
+    #[error("fsync of the sample dir failed; restart through recovery: {0}")]
+    DirSyncFailed(#[source] io::Error),
+    /// Fatal: the syncer's state contradicts the disk (e.g. `EEXIST` creating a new id).
+    #[error("bug: {0}")]
+    Bug(String),
+    #[error("the syncer is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// True when the syncer must stop and restart through recovery.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::DirSyncFailed(_) | Error::Bug(_))
+    }
+
+    pub(crate) fn io(op: &'static str, target: impl std::fmt::Display, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            target: target.to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Where things live in a data dir, and how a data dir is created (`nvr init`).
+//!
+//! ```text
+//! <data-dir>/db.sqlite3      the database (WAL: also -wal and -shm)
+//! <data-dir>/sample/         the sample dir: `meta`, `reserve`, and one file per recording,
+//!                            named by its 16-hex-digit composite id
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use protocol::CompositeId;
+use uuid::Uuid;
+
+use crate::db::Database;
+use crate::error::Error;
+use crate::fs::{Dir, RealDir};
+use crate::meta::{self, DirMeta, MetaError};
+
+pub const DB_FILE_NAME: &str = "db.sqlite3";
+pub const SAMPLE_DIR_NAME: &str = "sample";
+
+/// A sample file's name: its composite id as 16 lowercase hex digits.
+pub fn sample_file_name(id: CompositeId) -> String {
+    id.to_string()
+}
+
+/// Paths within one data dir.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join(DB_FILE_NAME)
+    }
+
+    pub fn sample_dir_path(&self) -> PathBuf {
+        self.root.join(SAMPLE_DIR_NAME)
+    }
+
+    /// Opens the sample dir and takes its exclusive lock; fails if another process holds it.
+    pub fn lock_sample_dir(&self) -> Result<RealDir, Error> {
+        let path = self.sample_dir_path();
+        let mut dir = RealDir::open_dir(&path).map_err(|e| Error::io("open", path.display(), e))?;
+        dir.lock_exclusive().map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) {
+                Error::io(
+                    "lock",
+                    path.display(),
+                    io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "another nvr process (a running syncer or command) holds this data dir",
+                    ),
+                )
+            } else {
+                Error::io("lock", path.display(), e)
+            }
+        })?;
+        Ok(dir)
+    }
+
+    /// Creates the data dir if needed and initializes it; see [`init`].
+    pub fn init(&self) -> Result<InitOutcome, Error> {
+        let sample = self.sample_dir_path();
+        std::fs::create_dir_all(&sample).map_err(|e| Error::io("create", sample.display(), e))?;
+        let dir = self.lock_sample_dir()?;
+        init(&dir, &self.db_path())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitOutcome {
+    Created,
+    AlreadyInitialized,
+}
+
+/// Initializes a database at `db_path` bound to the (locked) sample dir `dir`.
+///
+/// Idempotent: a healthy, matching pair is left alone. An init interrupted between creating the
+/// database and writing the meta file is completed. Anything else (a sample dir of another
+/// database, sample files without a database) is refused with a clear error.
+pub fn init<D: Dir>(dir: &D, db_path: &Path) -> Result<InitOutcome, Error> {
+    let names = dir.list().map_err(|e| Error::io("list", "sample dir", e))?;
+    let sample_files = names
+        .iter()
+        .filter(|n| CompositeId::parse_file_name(n.as_bytes()).is_some())
+        .count();
+    let has_samples = sample_files > 0;
+    if db_path.exists() {
+        match Database::open(db_path) {
+            Ok(db) => {
+                let info = db.info()?;
+                return match meta::read_meta(dir) {
+                    Ok(m) => {
+                        m.check_against(info.db_uuid, info.dir_uuid, info.last_complete_open)?;
+                        Ok(InitOutcome::AlreadyInitialized)
+                    }
+                    Err(MetaError::Missing)
+                        if info.last_complete_open.is_none() && !has_samples =>
+                    {
+                        write_new_meta(dir, info.db_uuid, info.dir_uuid)?;
+                        Ok(InitOutcome::Created)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
+            Err(crate::db::DbError::NotInitialized) => {
+                // An empty file from an interrupted create: start over.
+                remove_db_files(db_path)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match meta::read_meta(dir) {
+        Err(MetaError::Missing) => {}
+        Ok(m) => return Err(MetaError::DatabaseMissing { meta_db: m.db_uuid }.into()),
+        Err(e) => return Err(e.into()),
+    }
+    if has_samples {
+        return Err(MetaError::SamplesWithoutDatabase {
+            count: sample_files,
+        }
+        .into());
+    }
+    let db_uuid = Uuid::new_v4();
+    let dir_uuid = Uuid::new_v4();
+    Database::create(db_path, db_uuid, dir_uuid)?;
+    write_new_meta(dir, db_uuid, dir_uuid)?;
+    Ok(InitOutcome::Created)
+}
+
+fn write_new_meta<D: Dir>(dir: &D, db_uuid: Uuid, dir_uuid: Uuid) -> Result<(), Error> {
+    let m = DirMeta {
+        db_uuid,
+        dir_uuid,
+        last_complete_open: None,
+        in_progress_open: None,
+    };
+    meta::create_meta(dir, &m).map_err(|e| Error::io("create", meta::META_FILE_NAME, e))
+}
+
+fn remove_db_files(db_path: &Path) -> Result<(), Error> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db_path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io("remove", Path::new(&p).display(), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_twice_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().join("data"));
+        assert_eq!(d.init().unwrap(), InitOutcome::Created);
+        assert_eq!(d.init().unwrap(), InitOutcome::AlreadyInitialized);
+    }
+
+    #[test]
+    fn init_refuses_another_databases_sample_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = DataDir::new(tmp.path().join("a"));
+        a.init().unwrap();
+        std::fs::remove_file(a.db_path()).unwrap();
+        let b = DataDir::new(tmp.path().join("b"));
+        b.init().unwrap();
+        std::fs::copy(b.db_path(), a.db_path()).unwrap();
+        let e = a.init().unwrap_err();
+        assert!(e.to_string().contains("belongs to database"), "{e}");
+    }
+
+    #[test]
+    fn init_completes_after_a_crash_before_the_meta_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().join("data"));
+        d.init().unwrap();
+        std::fs::remove_file(d.sample_dir_path().join(meta::META_FILE_NAME)).unwrap();
+        assert_eq!(d.init().unwrap(), InitOutcome::Created);
+        assert_eq!(d.init().unwrap(), InitOutcome::AlreadyInitialized);
+    }
+
+    #[test]
+    fn sample_file_names_are_sixteen_hex_digits() {
+        assert_eq!(sample_file_name(CompositeId::new(1, 2)), "0000000100000002");
+    }
+}

@@ -1,0 +1,1014 @@
+//! The syncer's state machine: recordings from open to committed to deleted.
+//!
+//! [`Syncer`] owns the database and the sample dir (through the [`Dir`] seam) and tracks every
+//! recording id it has handed out until that id is committed as a recording or as garbage.
+//! DESIGN.md's "one recording's life" maps onto its methods:
+//!
+//! | step | method |
+//! |---|---|
+//! | 1. open | [`Syncer::open_recording`] |
+//! | 2. progress | [`Syncer::progress`] |
+//! | 4-5. close, verify, fsync, hash | [`Syncer::begin_close`], [`PendingSave::run`], [`Syncer::finish_save`] |
+//! | writer gone: salvage or discard | [`Syncer::begin_salvage`], then as above |
+//! | 6. flush | [`Syncer::flush`] (or [`Syncer::poll`] when planned) |
+//! | 7. unlink garbage | [`Syncer::collect_garbage`] |
+//!
+//! The disk work of a save ([`PendingSave::run`]) needs no `&mut Syncer`, so a daemon can run it
+//! on a per-stream worker while other streams proceed. [`Syncer::close_recording`] and
+//! [`Syncer::abandon_recording`] do all three steps in line, for tests and simple callers.
+//!
+//! Invariants kept here (numbers from DESIGN.md):
+//! - (4) A stream's ids only grow. `next_recording_id` (committed) advances over a contiguous
+//!   prefix of resolved ids (synced or discarded) in the same transaction that inserts them or
+//!   records them as garbage, so after any crash every id at or past it is abandoned, and every
+//!   id below it is a recording, garbage, or already gone.
+//! - (6) After each flush a stream's committed bytes, each rounded up to 4 KiB, fit its quota;
+//!   usage is recomputed from the lists of recordings (and, in debug builds, from the database's
+//!   rows) at every flush, never kept as a running counter that could drift.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use protocol::clock::Clock;
+use protocol::retry::retry;
+use protocol::{CompositeId, Duration, TIME_UNITS_PER_SEC, Time};
+use tracing::{debug, error, info, warn};
+
+use crate::db::{
+    Database, FLAG_TRAILING_ZERO, FlushBatch, RecordingRow, RecordingToInsert, StreamConfig,
+    StreamRow,
+};
+use crate::durability::{PendingSave, SaveFailure, SaveMode};
+use crate::error::Error;
+use crate::flush_plan::FlushPlan;
+use crate::fs::{Dir, OpenMode};
+use crate::layout::sample_file_name;
+use crate::limits;
+use crate::meta::Open;
+use crate::reported::{RecordingTimes, ReportedSamples, SampleReport};
+use crate::reserve;
+use crate::retention::{oldest_to_delete, round_up};
+
+/// Tunables of a [`Syncer`].
+#[derive(Clone, Debug)]
+pub struct SyncerOptions {
+    /// Size of the reserve file released on ENOSPC / `SQLITE_FULL` so that the transaction
+    /// which frees space can commit; 0 disables it.
+    pub reserve_bytes: u64,
+    /// Delay before retrying a failed flush.
+    pub flush_retry_delay: Duration,
+}
+
+impl Default for SyncerOptions {
+    fn default() -> Self {
+        SyncerOptions {
+            reserve_bytes: 1 << 20,
+            flush_retry_delay: Duration(10 * TIME_UNITS_PER_SEC),
+        }
+    }
+}
+
+/// Recordings of one stream made durable by one flush: the *committed* message of DESIGN.md
+/// step 6.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub stream_id: i32,
+    /// Ids inserted as recordings, ascending.
+    pub ids: Vec<CompositeId>,
+}
+
+/// What a writer sends to close its recording.
+#[derive(Clone, Debug)]
+pub struct CloseRequest {
+    /// Samples written since the last progress report.
+    pub samples: Vec<SampleReport>,
+    /// Duration of the last sample, 90 kHz, when the next pts is known; `None` stores 0 and
+    /// sets the trailing-zero flag.
+    pub last_sample_duration_90k: Option<i32>,
+    pub times: RecordingTimes,
+    pub end_reason: Option<String>,
+    /// The writer's blake3 of what it wrote: a cross-check of the syncer's own.
+    pub writer_blake3: [u8; 32],
+}
+
+/// A recording the syncer has handed out but not yet committed.
+#[derive(Debug)]
+enum InFlight<F> {
+    Growing(Box<Growing<F>>),
+    /// Its [`PendingSave`] is running; `bytes` as reported.
+    Saving {
+        bytes: u64,
+    },
+    Synced(Box<RecordingToInsert>),
+    /// Will be recorded as garbage: it may have left a file.
+    Discarded,
+}
+
+#[derive(Debug)]
+struct Growing<F> {
+    /// The syncer's own descriptor.
+    file: F,
+    run_offset: i32,
+    sample_entry_id: i32,
+    samples: ReportedSamples,
+    times: Option<RecordingTimes>,
+}
+
+/// Where the current run of a stream stands, to check run continuity (invariant 5).
+#[derive(Clone, Copy, Debug)]
+struct RunTail {
+    /// Run offset of the run's latest recording.
+    run_offset: i32,
+    /// Where that recording must start: the end of the one before it (none for offset 0).
+    expected_start: Option<Time>,
+    /// Where that recording ended, once its close was accepted.
+    end: Option<Time>,
+}
+
+#[derive(Debug)]
+struct Stream<F> {
+    row: StreamRow,
+    /// The next id to hand out; at or past `row.next_recording_id`.
+    next_alloc: i32,
+    /// Committed recordings `(id, bytes)`, oldest first, not yet chosen for deletion.
+    committed: VecDeque<(CompositeId, i64)>,
+    /// Committed recordings chosen for deletion at the next flush.
+    to_delete: Vec<(CompositeId, i64)>,
+    inflight: BTreeMap<i32, InFlight<F>>,
+    run: Option<RunTail>,
+}
+
+impl<F> Stream<F> {
+    fn new(row: StreamRow, committed: Vec<(CompositeId, i64)>) -> Self {
+        Stream {
+            next_alloc: row.next_recording_id,
+            row,
+            committed: committed.into(),
+            to_delete: Vec::new(),
+            inflight: BTreeMap::new(),
+            run: None,
+        }
+    }
+
+    /// Rounded bytes of everything handed out but not committed, as reported.
+    fn inflight_bytes(&self) -> i64 {
+        self.inflight
+            .values()
+            .map(|r| match r {
+                InFlight::Growing(g) => round_up(g.samples.total_bytes as i64),
+                InFlight::Saving { bytes } => round_up(*bytes as i64),
+                InFlight::Synced(r) => round_up(r.row.sample_file_bytes),
+                InFlight::Discarded => 0,
+            })
+            .sum()
+    }
+
+    /// Chooses the oldest committed recordings for deletion so that committed plus in-flight
+    /// bytes fit the quota.
+    fn enforce_quota(&mut self) {
+        let sizes: Vec<i64> = self.committed.iter().map(|&(_, b)| b).collect();
+        let n = oldest_to_delete(&sizes, self.inflight_bytes(), self.row.config.retain_bytes);
+        for _ in 0..n {
+            let r = self.committed.pop_front().expect("n <= len");
+            debug!(stream = self.row.id, recording = %r.0, "chosen for deletion by quota");
+            self.to_delete.push(r);
+        }
+    }
+
+    fn growing(&mut self, id: CompositeId) -> Result<&mut Growing<F>, Error> {
+        match self.inflight.get_mut(&id.recording()) {
+            Some(InFlight::Growing(g)) => Ok(g),
+            _ => Err(Error::NotOpen(id)),
+        }
+    }
+}
+
+/// The syncer: see the module documentation.
+pub struct Syncer<D: Dir> {
+    pub(crate) dir: Arc<D>,
+    pub(crate) db: Database,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) open: Open,
+    streams: BTreeMap<i32, Stream<D::File>>,
+    /// Garbage rows whose files may still exist.
+    pub(crate) garbage_to_unlink: BTreeSet<CompositeId>,
+    /// Garbage rows whose unlink is durable; forgotten by the next flush.
+    garbage_unlinked: BTreeSet<CompositeId>,
+    plan: FlushPlan,
+    stop: Arc<AtomicBool>,
+    pub(crate) options: SyncerOptions,
+    pub(crate) reserve_present: bool,
+}
+
+impl<D: Dir> std::fmt::Debug for Syncer<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("open", &self.open)
+            .field("streams", &self.streams.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dir> Syncer<D> {
+    /// Builds a syncer over loaded state; [`crate::recovery`] calls this, then recovers.
+    pub(crate) fn from_parts(
+        dir: Arc<D>,
+        db: Database,
+        clock: Arc<dyn Clock>,
+        open: Open,
+        options: SyncerOptions,
+    ) -> Result<Self, Error> {
+        let mut streams = BTreeMap::new();
+        for row in db.streams()? {
+            let committed = db.recording_sizes(row.id)?;
+            streams.insert(row.id, Stream::new(row, committed));
+        }
+        let garbage_to_unlink = db.garbage()?.into_iter().collect();
+        Ok(Syncer {
+            dir,
+            db,
+            clock,
+            open,
+            streams,
+            garbage_to_unlink,
+            garbage_unlinked: BTreeSet::new(),
+            plan: FlushPlan::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            options,
+            reserve_present: false,
+        })
+    }
+
+    /// Set to stop accepting opens and to end retries promptly.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    pub fn dir(&self) -> &Arc<D> {
+        &self.dir
+    }
+
+    /// Read access to the database (queries only; every change goes through the syncer).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn current_open(&self) -> Open {
+        self.open
+    }
+
+    pub fn stream_rows(&self) -> Vec<StreamRow> {
+        self.streams.values().map(|s| s.row.clone()).collect()
+    }
+
+    pub(crate) fn stream_ids(&self) -> Vec<i32> {
+        self.streams.keys().copied().collect()
+    }
+
+    pub(crate) fn stream_next_ids(&self) -> BTreeMap<i32, i32> {
+        self.streams
+            .iter()
+            .map(|(&id, s)| (id, s.row.next_recording_id))
+            .collect()
+    }
+
+    pub(crate) fn is_committed_id(&self, id: CompositeId) -> bool {
+        self.streams
+            .get(&id.stream())
+            .is_some_and(|s| s.committed.iter().any(|&(c, _)| c == id))
+    }
+
+    pub(crate) fn enforce_quota_of(&mut self, stream_id: i32) {
+        if let Some(s) = self.streams.get_mut(&stream_id) {
+            s.enforce_quota();
+        }
+    }
+
+    /// Commits recovery's batch of abandoned files and applies it: new garbage to unlink and
+    /// next ids moved past the abandoned ids.
+    pub(crate) fn commit_recovery_batch(&mut self, batch: &FlushBatch) -> Result<(), Error> {
+        debug_assert!(batch.inserts.is_empty() && batch.deletions.is_empty());
+        self.db.commit_batch(batch)?;
+        for &(stream_id, next) in &batch.next_recording_ids {
+            let s = self.stream_mut(stream_id)?;
+            s.row.next_recording_id = next;
+            s.next_alloc = next;
+        }
+        self.garbage_to_unlink
+            .extend(batch.new_garbage.iter().copied());
+        Ok(())
+    }
+
+    fn stream_mut(&mut self, stream_id: i32) -> Result<&mut Stream<D::File>, Error> {
+        self.streams
+            .get_mut(&stream_id)
+            .ok_or(Error::NoSuchStream(stream_id))
+    }
+
+    /// Bytes a stream's committed recordings use, rounded up to 4 KiB each.
+    pub fn committed_bytes(&self, stream_id: i32) -> Option<i64> {
+        self.streams.get(&stream_id).map(|s| {
+            s.committed
+                .iter()
+                .chain(&s.to_delete)
+                .map(|&(_, b)| round_up(b))
+                .sum()
+        })
+    }
+
+    pub fn add_stream(&mut self, name: &str, config: StreamConfig) -> Result<i32, Error> {
+        let id = self.db.add_stream(name, &config)?;
+        let row = StreamRow {
+            id,
+            name: name.to_owned(),
+            config,
+            next_recording_id: 0,
+        };
+        self.streams.insert(id, Stream::new(row, Vec::new()));
+        info!(stream = id, name, "stream added");
+        Ok(id)
+    }
+
+    /// Changes a stream's settings. Lowering its quota deletes the excess at once: the
+    /// deletions are committed and their files unlinked before this returns.
+    pub fn set_stream_config(&mut self, stream_id: i32, config: StreamConfig) -> Result<(), Error> {
+        self.stream_mut(stream_id)?;
+        self.db.update_stream_config(stream_id, &config)?;
+        let s = self.stream_mut(stream_id)?;
+        let lowered = config.retain_bytes < s.row.config.retain_bytes;
+        s.row.config = config;
+        if lowered {
+            s.enforce_quota();
+            self.flush("quota lowered")?;
+            self.collect_garbage()?;
+        }
+        Ok(())
+    }
+
+    pub fn add_sample_entry(
+        &mut self,
+        width: u16,
+        height: u16,
+        rfc6381_codec: &str,
+        data: &[u8],
+    ) -> Result<i32, Error> {
+        Ok(self
+            .db
+            .insert_sample_entry(width, height, rfc6381_codec, data)?)
+    }
+
+    /// Step 1: allocates the stream's next id, creates its file, and returns the id with a
+    /// second, separate write-only descriptor for the writer.
+    pub fn open_recording(
+        &mut self,
+        stream_id: i32,
+        run_offset: i32,
+        sample_entry_id: i32,
+    ) -> Result<(CompositeId, D::File), Error> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let known_entry = self
+            .db
+            .sample_entries()?
+            .iter()
+            .any(|e| e.id == sample_entry_id);
+        let dir = self.dir.clone();
+        let s = self.stream_mut(stream_id)?;
+        let reject = |reason: String| Error::Rejected {
+            stream: stream_id,
+            reason,
+        };
+        if !known_entry {
+            return Err(reject(format!(
+                "unknown video sample entry {sample_entry_id}"
+            )));
+        }
+        if let Some(&r) = s
+            .inflight
+            .iter()
+            .find_map(|(r, f)| matches!(f, InFlight::Growing(_)).then_some(r))
+        {
+            return Err(reject(format!(
+                "recording {} is still growing; close it before opening another",
+                CompositeId::new(stream_id, r)
+            )));
+        }
+        let continues = match s.run {
+            Some(t) => t.end.is_some() && run_offset == t.run_offset + 1,
+            None => false,
+        };
+        if run_offset < 0 || (run_offset > 0 && !continues) {
+            return Err(reject(format!(
+                "run offset {run_offset} does not continue the stream's current run"
+            )));
+        }
+        if s.next_alloc == i32::MAX {
+            return Err(reject("recording ids exhausted".to_owned()));
+        }
+        let id = CompositeId::new(stream_id, s.next_alloc);
+        s.next_alloc += 1;
+        let name = sample_file_name(id);
+        let file = match dir.create_new(&name) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) => {
+                // The id is past every committed or garbage id, so its file cannot exist
+                // unless the state is wrong. Never try another id.
+                s.inflight.insert(id.recording(), InFlight::Discarded);
+                error!(recording = %id, "sample file already exists");
+                return Err(Error::Bug(format!(
+                    "sample file {name} already exists for newly allocated recording {id}"
+                )));
+            }
+            Err(e) => {
+                // The create may have left a directory entry: the id becomes garbage.
+                s.inflight.insert(id.recording(), InFlight::Discarded);
+                let full = is_enospc(&e);
+                let err = Error::io("create", &name, e);
+                self.plan_flush_now(id, "discarded after a failed create");
+                if full {
+                    self.release_reserve();
+                }
+                return Err(err);
+            }
+        };
+        let writer = match dir.open(&name, OpenMode::WriteOnly) {
+            Ok(w) => w,
+            Err(e) => {
+                s.inflight.insert(id.recording(), InFlight::Discarded);
+                self.plan_flush_now(id, "discarded after a failed open");
+                return Err(Error::io("open for writer", &name, e));
+            }
+        };
+        s.run = Some(RunTail {
+            run_offset,
+            expected_start: if run_offset > 0 {
+                s.run.and_then(|t| t.end)
+            } else {
+                None
+            },
+            end: None,
+        });
+        s.inflight.insert(
+            id.recording(),
+            InFlight::Growing(Box::new(Growing {
+                file,
+                run_offset,
+                sample_entry_id,
+                samples: ReportedSamples::default(),
+                times: None,
+            })),
+        );
+        debug!(recording = %id, run_offset, "opened");
+        Ok((id, writer))
+    }
+
+    /// Step 2: the writer has written these samples. A bad report discards the recording.
+    pub fn progress(
+        &mut self,
+        id: CompositeId,
+        samples: &[SampleReport],
+        times: RecordingTimes,
+    ) -> Result<(), Error> {
+        let s = self.stream_mut(id.stream())?;
+        let g = s.growing(id)?;
+        let mut result = Ok(());
+        for &sample in samples {
+            if let Err(reason) = g.samples.push(sample) {
+                result = Err(reason);
+                break;
+            }
+        }
+        g.times = Some(times);
+        if let Err(reason) = result {
+            self.discard(id, "bad progress report");
+            return Err(Error::Rejected {
+                stream: id.stream(),
+                reason: format!("recording {id}: {reason}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 4: validates a close and hands back the durability work. On rejection the
+    /// recording is discarded.
+    pub fn begin_close(
+        &mut self,
+        id: CompositeId,
+        req: CloseRequest,
+    ) -> Result<PendingSave<D::File>, Error> {
+        let open_id = self.open.id;
+        let s = self.stream_mut(id.stream())?;
+        s.growing(id)?;
+        let Some(InFlight::Growing(mut g)) = s.inflight.remove(&id.recording()) else {
+            unreachable!("checked above");
+        };
+        let checked = (|| {
+            for &sample in &req.samples {
+                g.samples.push(sample)?;
+            }
+            if g.samples.is_empty() {
+                return Err("closed with no samples".to_owned());
+            }
+            let last = match req.last_sample_duration_90k {
+                None => 0,
+                Some(d) if i64::from(d) >= limits::MIN_SAMPLE_DURATION_90K => d,
+                Some(d) => return Err(format!("last sample duration {d} is too short")),
+            };
+            let media = g.samples.media_duration_90k() + i64::from(last);
+            let wall = i64::from(req.times.wall_duration_90k);
+            check_times(media, wall)?;
+            let expected = s.run.and_then(|t| t.expected_start);
+            if g.run_offset > 0 && expected != Some(req.times.start) {
+                return Err(format!(
+                    "start {} does not abut the previous recording's end {:?}",
+                    req.times.start.0,
+                    expected.map(|t| t.0)
+                ));
+            }
+            Ok((last, media, wall))
+        })();
+        let (last, media, wall) = match checked {
+            Ok(v) => v,
+            Err(reason) => {
+                s.run = None;
+                s.inflight.insert(id.recording(), InFlight::Discarded);
+                self.plan_flush_now(id, "discarded after a rejected close");
+                warn!(recording = %id, %reason, "close rejected; recording discarded");
+                return Err(Error::Rejected {
+                    stream: id.stream(),
+                    reason: format!("recording {id}: {reason}"),
+                });
+            }
+        };
+        let row = RecordingRow {
+            id,
+            open_id,
+            run_offset: g.run_offset,
+            flags: if req.last_sample_duration_90k.is_none() {
+                FLAG_TRAILING_ZERO
+            } else {
+                0
+            },
+            start: req.times.start,
+            wall_duration_90k: wall as i32,
+            media_duration_90k: media as i32,
+            video_samples: g.samples.samples as i32,
+            video_sync_samples: g.samples.key_samples as i32,
+            sample_file_bytes: g.samples.total_bytes as i64,
+            video_sample_entry_id: g.sample_entry_id,
+            local_time_delta_90k: req.times.local_time_delta_90k,
+            blake3: [0; 32],
+            end_reason: req.end_reason,
+        };
+        if let Some(t) = s.run.as_mut() {
+            t.end = Some(req.times.start + Duration(wall));
+        }
+        s.inflight.insert(
+            id.recording(),
+            InFlight::Saving {
+                bytes: g.samples.total_bytes,
+            },
+        );
+        Ok(PendingSave {
+            id,
+            file: g.file,
+            mode: SaveMode::Close {
+                writer_blake3: req.writer_blake3,
+            },
+            row,
+            index: g.samples.finish(last),
+        })
+    }
+
+    /// The writer is gone mid-recording (crash, kill, bad frame, takeover). Returns the salvage
+    /// work, or `None` when nothing was reported and the id was simply discarded.
+    pub fn begin_salvage(
+        &mut self,
+        id: CompositeId,
+        end_reason: &str,
+    ) -> Result<Option<PendingSave<D::File>>, Error> {
+        let open_id = self.open.id;
+        let s = self.stream_mut(id.stream())?;
+        s.growing(id)?;
+        s.run = None;
+        let Some(InFlight::Growing(g)) = s.inflight.remove(&id.recording()) else {
+            unreachable!("checked above");
+        };
+        let Some(times) = g.times.filter(|_| !g.samples.is_empty()) else {
+            s.inflight.insert(id.recording(), InFlight::Discarded);
+            self.plan_flush_now(id, "discarded: writer gone before reporting a sample");
+            info!(recording = %id, "writer gone with nothing reported; discarded");
+            return Ok(None);
+        };
+        let media = g.samples.media_duration_90k();
+        let row = RecordingRow {
+            id,
+            open_id,
+            run_offset: g.run_offset,
+            flags: FLAG_TRAILING_ZERO,
+            start: times.start,
+            wall_duration_90k: i32::try_from(i64::from(times.wall_duration_90k))
+                .unwrap_or(i32::MAX),
+            media_duration_90k: media as i32,
+            video_samples: g.samples.samples as i32,
+            video_sync_samples: g.samples.key_samples as i32,
+            sample_file_bytes: g.samples.total_bytes as i64,
+            video_sample_entry_id: g.sample_entry_id,
+            local_time_delta_90k: times.local_time_delta_90k,
+            blake3: [0; 32],
+            end_reason: Some(end_reason.to_owned()),
+        };
+        s.inflight.insert(
+            id.recording(),
+            InFlight::Saving {
+                bytes: g.samples.total_bytes,
+            },
+        );
+        Ok(Some(PendingSave {
+            id,
+            file: g.file,
+            mode: SaveMode::Salvage,
+            row,
+            index: g.samples.finish(0),
+        }))
+    }
+
+    /// Step 5's conclusion: marks the recording synced (enqueuing quota deletions and planning
+    /// its flush) or discards it. A failed directory fsync is returned as fatal.
+    pub fn finish_save(
+        &mut self,
+        id: CompositeId,
+        result: Result<RecordingToInsert, SaveFailure>,
+    ) -> Result<(), Error> {
+        let now = self.clock.monotonic();
+        let s = self.stream_mut(id.stream())?;
+        if !matches!(
+            s.inflight.get(&id.recording()),
+            Some(InFlight::Saving { .. })
+        ) {
+            return Err(Error::Bug(format!(
+                "finish_save for {id}, which is not saving"
+            )));
+        }
+        match result {
+            Ok(rec) => {
+                assert_eq!(rec.row.id, id);
+                let wall = Duration(i64::from(rec.row.wall_duration_90k));
+                let flush_if = Duration(i64::from(s.row.config.flush_if_sec) * TIME_UNITS_PER_SEC);
+                s.inflight
+                    .insert(id.recording(), InFlight::Synced(Box::new(rec)));
+                s.enforce_quota();
+                let reason = format!(
+                    "{} s after the start of recording {id}",
+                    s.row.config.flush_if_sec
+                );
+                self.plan.plan(now + flush_if - wall, id, reason);
+                debug!(recording = %id, "synced");
+                Ok(())
+            }
+            Err(f) => {
+                s.inflight.insert(id.recording(), InFlight::Discarded);
+                self.plan_flush_now(id, "discarded after a failed save");
+                match f {
+                    SaveFailure::NothingUsable => {
+                        info!(recording = %id, "no whole sample on disk; discarded");
+                        Ok(())
+                    }
+                    SaveFailure::Rejected(reason) => {
+                        warn!(recording = %id, %reason, "save rejected; discarded");
+                        Err(Error::Rejected {
+                            stream: id.stream(),
+                            reason: format!("recording {id}: {reason}"),
+                        })
+                    }
+                    SaveFailure::SyncFailed(e) => {
+                        error!(recording = %id, error = %e, "fsync failed; recording discarded (io-error)");
+                        Err(Error::SyncFailed { id, source: e })
+                    }
+                    SaveFailure::DirSyncFailed(e) => {
+                        error!(recording = %id, error = %e, "fsync of the sample dir failed");
+                        Err(Error::DirSyncFailed(e))
+                    }
+                    SaveFailure::Io(op, e) => {
+                        error!(recording = %id, op, error = %e, "save failed; discarded");
+                        Err(Error::io(op, sample_file_name(id), e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Close in line: [`Syncer::begin_close`], [`PendingSave::run`], [`Syncer::finish_save`].
+    pub fn close_recording(&mut self, id: CompositeId, req: CloseRequest) -> Result<(), Error> {
+        let pending = self.begin_close(id, req)?;
+        let result = pending.run(&*self.dir);
+        self.finish_save(id, result)
+    }
+
+    /// Salvage in line: [`Syncer::begin_salvage`], [`PendingSave::run`], [`Syncer::finish_save`].
+    pub fn abandon_recording(&mut self, id: CompositeId, end_reason: &str) -> Result<(), Error> {
+        match self.begin_salvage(id, end_reason)? {
+            None => Ok(()),
+            Some(pending) => {
+                let result = pending.run(&*self.dir);
+                self.finish_save(id, result)
+            }
+        }
+    }
+
+    fn discard(&mut self, id: CompositeId, why: &str) {
+        if let Some(s) = self.streams.get_mut(&id.stream()) {
+            if let Some(InFlight::Growing(_)) = s.inflight.get(&id.recording()) {
+                s.run = None;
+            }
+            s.inflight.insert(id.recording(), InFlight::Discarded);
+        }
+        self.plan_flush_now(id, why);
+    }
+
+    fn plan_flush_now(&mut self, id: CompositeId, why: &str) {
+        let now = self.clock.monotonic();
+        self.plan.plan(now, id, format!("recording {id} {why}"));
+    }
+
+    /// Monotonic time of the next planned flush, if any.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.plan.next_deadline()
+    }
+
+    /// True when a planned flush is due now: [`Syncer::poll`] has work.
+    pub fn flush_due(&self) -> bool {
+        self.next_deadline()
+            .is_some_and(|d| d <= self.clock.monotonic())
+    }
+
+    /// Runs a planned flush if one is due (skipping plans another flush made unnecessary), then
+    /// collects garbage. A failed flush is retried later; only fatal errors are returned.
+    pub fn poll(&mut self) -> Result<Vec<Committed>, Error> {
+        let now = self.clock.monotonic();
+        let streams = &self.streams;
+        let committed = |id: CompositeId| {
+            streams
+                .get(&id.stream())
+                .is_none_or(|s| id.recording() < s.row.next_recording_id)
+        };
+        let Some(reason) = self.plan.due(now, committed) else {
+            return Ok(Vec::new());
+        };
+        match self.flush(&reason) {
+            Ok(c) => {
+                self.collect_garbage()?;
+                self.restore_reserve();
+                Ok(c)
+            }
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => {
+                let full = matches!(&e, Error::Db(d) if d.is_full());
+                let delay = if full && self.reserve_present {
+                    self.release_reserve();
+                    Duration(0)
+                } else {
+                    self.options.flush_retry_delay
+                };
+                warn!(%reason, error = %e, retry_in = %delay, "flush failed; will retry");
+                self.plan.failed(now + delay);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Step 6: one transaction inserts synced recordings, records discards as garbage, advances
+    /// next ids, moves deleted recordings to garbage and forgets garbage whose unlink is
+    /// durable. State changes only after COMMIT returns.
+    pub fn flush(&mut self, reason: &str) -> Result<Vec<Committed>, Error> {
+        struct StreamFlush {
+            stream_id: i32,
+            next: i32,
+            inserted: Vec<(CompositeId, i64)>,
+            /// How many of (committed ++ inserted) the quota deletes beyond `to_delete`.
+            extra_deletions: usize,
+        }
+        let mut batch = FlushBatch::default();
+        let mut plans = Vec::new();
+        for (&stream_id, s) in &self.streams {
+            let mut next = s.row.next_recording_id;
+            let mut inserted = Vec::new();
+            while let Some(r) = s.inflight.get(&next) {
+                let id = CompositeId::new(stream_id, next);
+                match r {
+                    InFlight::Synced(rec) => {
+                        inserted.push((id, rec.row.sample_file_bytes));
+                        batch.inserts.push((**rec).clone());
+                    }
+                    InFlight::Discarded => batch.new_garbage.push(id),
+                    InFlight::Growing(_) | InFlight::Saving { .. } => break,
+                }
+                next += 1;
+            }
+            if next != s.row.next_recording_id {
+                batch.next_recording_ids.push((stream_id, next));
+            }
+            batch
+                .deletions
+                .extend(s.to_delete.iter().map(|&(id, _)| id));
+            let after: Vec<(CompositeId, i64)> =
+                s.committed.iter().chain(&inserted).copied().collect();
+            let sizes: Vec<i64> = after.iter().map(|&(_, b)| b).collect();
+            let extra_deletions = oldest_to_delete(&sizes, 0, s.row.config.retain_bytes);
+            batch
+                .deletions
+                .extend(after[..extra_deletions].iter().map(|&(id, _)| id));
+            plans.push(StreamFlush {
+                stream_id,
+                next,
+                inserted,
+                extra_deletions,
+            });
+        }
+        batch.garbage_removed = self.garbage_unlinked.iter().copied().collect();
+        if batch.is_empty() {
+            self.plan.flushed();
+            return Ok(Vec::new());
+        }
+        self.db.commit_batch(&batch)?;
+
+        // Committed: now, and only now, change the state.
+        info!(
+            reason,
+            inserted = batch.inserts.len(),
+            deleted = batch.deletions.len(),
+            new_garbage = batch.new_garbage.len(),
+            "flushed"
+        );
+        let mut out = Vec::new();
+        for p in plans {
+            let s = self.streams.get_mut(&p.stream_id).expect("stream exists");
+            for r in s.row.next_recording_id..p.next {
+                s.inflight.remove(&r);
+            }
+            s.row.next_recording_id = p.next;
+            self.garbage_to_unlink
+                .extend(s.to_delete.drain(..).map(|(id, _)| id));
+            s.committed.extend(p.inserted.iter().copied());
+            for _ in 0..p.extra_deletions {
+                let (id, _) = s.committed.pop_front().expect("counted above");
+                self.garbage_to_unlink.insert(id);
+            }
+            if !p.inserted.is_empty() {
+                out.push(Committed {
+                    stream_id: p.stream_id,
+                    ids: p.inserted.iter().map(|&(id, _)| id).collect(),
+                });
+            }
+        }
+        self.garbage_to_unlink
+            .extend(batch.new_garbage.iter().copied());
+        self.garbage_unlinked.clear();
+        self.plan.flushed();
+        self.assert_quota();
+        Ok(out)
+    }
+
+    /// Invariant 6, checked after every flush: committed bytes fit each stream's quota, and
+    /// (debug builds) the in-memory accounting equals the database's rows.
+    fn assert_quota(&self) {
+        for s in self.streams.values() {
+            let used: i64 = s.committed.iter().map(|&(_, b)| round_up(b)).sum();
+            assert!(
+                used <= s.row.config.retain_bytes,
+                "stream {}: committed {used} bytes exceed quota {}",
+                s.row.id,
+                s.row.config.retain_bytes
+            );
+            assert!(s.to_delete.is_empty());
+            #[cfg(debug_assertions)]
+            {
+                let rows = self
+                    .db
+                    .recording_sizes(s.row.id)
+                    .expect("read recordings to check quota accounting");
+                let mine: Vec<(CompositeId, i64)> = s.committed.iter().copied().collect();
+                assert_eq!(rows, mine, "stream {}: accounting drifted", s.row.id);
+            }
+        }
+    }
+
+    /// Step 7: unlinks garbage files (ENOENT is only a warning; other errors are retried with
+    /// backoff until the stop flag is set), then fsyncs the directory so the next flush may
+    /// forget those rows. A failed directory fsync is fatal.
+    pub fn collect_garbage(&mut self) -> Result<(), Error> {
+        if self.garbage_to_unlink.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<CompositeId> = self.garbage_to_unlink.iter().copied().collect();
+        for &id in &ids {
+            let name = sample_file_name(id);
+            let stop = self.stop.clone();
+            retry(
+                &*self.clock,
+                &|| stop.load(Ordering::SeqCst),
+                |e: &io::Error, attempt| {
+                    warn!(file = %name, error = %e, attempt, "unlink failed; retrying");
+                },
+                || match self.dir.unlink(&name) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        warn!(file = %name, "garbage file already gone");
+                        Ok(())
+                    }
+                    r => r,
+                },
+            )
+            .map_err(|_| Error::ShuttingDown)?;
+        }
+        self.dir.sync().map_err(Error::DirSyncFailed)?;
+        for id in ids {
+            self.garbage_to_unlink.remove(&id);
+            self.garbage_unlinked.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Garbage rows whose unlink is durable and which the next flush forgets.
+    pub fn garbage_pending_removal(&self) -> usize {
+        self.garbage_unlinked.len()
+    }
+
+    fn release_reserve(&mut self) {
+        if !self.reserve_present {
+            return;
+        }
+        match reserve::release(&*self.dir) {
+            Ok(()) => {
+                warn!("disk full: released the reserve file so space can be freed");
+                self.reserve_present = false;
+            }
+            Err(e) => error!(error = %e, "could not release the reserve file"),
+        }
+    }
+
+    /// Re-creates the reserve file after it was released, once space allows.
+    fn restore_reserve(&mut self) {
+        if self.reserve_present || self.options.reserve_bytes == 0 {
+            return;
+        }
+        match reserve::ensure(&*self.dir, self.options.reserve_bytes) {
+            Ok(()) => self.reserve_present = true,
+            Err(e) => debug!(error = %e, "reserve file not restored yet"),
+        }
+    }
+
+    /// Graceful stop: refuses new opens, salvages whatever is still growing, then flushes and
+    /// collects garbage until nothing is pending.
+    pub fn shutdown(&mut self) -> Result<Vec<Committed>, Error> {
+        self.stop.store(true, Ordering::SeqCst);
+        let growing: Vec<CompositeId> = self
+            .streams
+            .iter()
+            .flat_map(|(&sid, s)| {
+                s.inflight.iter().filter_map(move |(&r, f)| {
+                    matches!(f, InFlight::Growing(_)).then_some(CompositeId::new(sid, r))
+                })
+            })
+            .collect();
+        for id in growing {
+            if let Err(e) = self.abandon_recording(id, "shutdown") {
+                if e.is_fatal() {
+                    return Err(e);
+                }
+                warn!(recording = %id, error = %e, "salvage at shutdown failed");
+            }
+        }
+        let mut out = self.flush("shutdown")?;
+        // Unlink with a live stop flag would give up at the first error: allow retries to end
+        // by themselves here only if nothing fails; otherwise leave it to the next start.
+        self.stop.store(false, Ordering::SeqCst);
+        let gc = self.collect_garbage();
+        self.stop.store(true, Ordering::SeqCst);
+        gc?;
+        out.extend(self.flush("shutdown: forget collected garbage")?);
+        Ok(out)
+    }
+}
+
+/// Wall and media durations (90 kHz) must agree within the 500 ppm correction and the limit.
+fn check_times(media_90k: i64, wall_90k: i64) -> Result<(), String> {
+    if media_90k > limits::MAX_MEDIA_DURATION_90K || wall_90k > limits::MAX_WALL_DURATION_90K {
+        return Err(format!(
+            "duration (media {media_90k}, wall {wall_90k}) exceeds the maximum {}",
+            limits::MAX_WALL_DURATION_90K
+        ));
+    }
+    if (wall_90k - media_90k).abs() > media_90k / 2000 + 1 || wall_90k < 0 {
+        return Err(format!(
+            "wall duration {wall_90k} is not within 500 ppm of media duration {media_90k}"
+        ));
+    }
+    Ok(())
+}
+
+fn is_enospc(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32)
+}

@@ -1,0 +1,429 @@
+//! Scenario tests of the syncer core on the simulated file system and clock: one behaviour
+//! each, named for it.
+
+mod support;
+
+use nix::errno::Errno;
+use protocol::clock::Clock;
+use protocol::{CompositeId, Duration};
+use support::*;
+use syncer::Error;
+use syncer::fs::{Dir, DirFile};
+use syncer::layout::sample_file_name;
+use syncer::sim_fs::{OpKind, PowerLossMode};
+
+fn one_stream(retain: i64, flush_if_sec: u32) -> (Env, i32) {
+    let (env, ids) = init_env(&[("a", config(retain, flush_if_sec))]);
+    (env, ids[0])
+}
+
+#[test]
+fn planned_flush_commits_flush_if_sec_after_the_recordings_start() {
+    let (env, a) = one_stream(1 << 30, 10);
+    let mut s = start(&env).unwrap();
+    // A 1-second recording (30 samples): the flush is due 10 s after its start, i.e. 9 s
+    // after its close.
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 30, 100).unwrap();
+    assert!(poll(&mut s).unwrap().is_empty());
+    env.clock.advance(Duration::from_secs(9) - Duration(1));
+    assert!(poll(&mut s).unwrap().is_empty(), "not yet due");
+    assert_eq!(s.db().recordings(None).unwrap().len(), 0);
+    env.clock.advance(Duration(1));
+    assert_eq!(poll(&mut s).unwrap(), vec![id]);
+    assert_eq!(s.db().recordings(None).unwrap().len(), 1);
+}
+
+#[test]
+fn one_flush_commits_a_batch_and_skips_plans_it_made_unnecessary() {
+    let (env, a) = one_stream(1 << 30, 10);
+    let mut s = start(&env).unwrap();
+    let (id1, end) = record(&mut s, &env.clock, a, 0, T0, 30, 100).unwrap();
+    let (id2, _) = record(&mut s, &env.clock, a, 1, end, 30, 100).unwrap();
+    env.clock.advance(Duration::from_secs(8));
+    // The first plan fires and commits both recordings in one transaction.
+    assert_eq!(poll(&mut s).unwrap(), vec![id1, id2]);
+    // The second recording's plan is now unnecessary: nothing more happens when it is due.
+    env.clock.advance(Duration::from_secs(5));
+    assert!(poll(&mut s).unwrap().is_empty());
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn double_flush_is_harmless() {
+    let (env, a) = one_stream(1 << 30, 10);
+    let mut s = start(&env).unwrap();
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 30, 100).unwrap();
+    let c = s.flush("first").unwrap();
+    assert_eq!(c[0].ids, vec![id]);
+    assert!(s.flush("second").unwrap().is_empty());
+    env.clock.advance(Duration::from_secs(60));
+    assert!(poll(&mut s).unwrap().is_empty());
+    assert_eq!(s.db().recordings(None).unwrap().len(), 1);
+}
+
+#[test]
+fn failed_writes_are_retried_and_lose_nothing() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    env.fs.fail_nth(OpKind::Write, 0, Errno::EIO);
+    env.fs.fail_nth(OpKind::Write, 1, Errno::ENOSPC);
+    let before = env.clock.monotonic();
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    assert!(env.clock.monotonic() > before, "backed off before retrying");
+    poll(&mut s).unwrap();
+    let db = s.db();
+    assert_eq!(db.recordings(None).unwrap()[0].id, id);
+    assert!(check_invariants(&env.fs, db).is_empty());
+}
+
+#[test]
+fn failed_unlinks_are_retried_and_garbage_rows_really_go() {
+    let (env, a) = one_stream(4096, 0);
+    let mut s = start(&env).unwrap();
+    let (id1, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    env.fs.fail_nth(OpKind::Unlink, 0, Errno::EIO);
+    env.fs.fail_nth(OpKind::Unlink, 1, Errno::EIO);
+    // The quota holds one block: the second recording pushes the first out.
+    let (id2, _) = record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    assert!(!env.fs.names().contains(&sample_file_name(id1)));
+    assert_eq!(
+        s.db().garbage().unwrap(),
+        vec![id1],
+        "row kept until the next flush"
+    );
+    // The next flush forgets the garbage row (a regression Moonfire NVR once shipped).
+    s.flush("forget").unwrap();
+    assert!(s.db().garbage().unwrap().is_empty());
+    assert_eq!(
+        s.db()
+            .recordings(None)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        vec![id2]
+    );
+}
+
+#[test]
+fn fsync_failure_discards_the_recording_and_never_commits_lost_data() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    env.fs.fail_nth(OpKind::FileSync, 0, Errno::EIO);
+    let e = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap_err();
+    let Error::SyncFailed { id, .. } = e else {
+        panic!("expected SyncFailed, got {e}");
+    };
+    assert!(e.to_string().contains("io-error"), "{e}");
+    poll(&mut s).unwrap();
+    assert!(
+        s.db().recordings(None).unwrap().is_empty(),
+        "never committed"
+    );
+    assert!(
+        !env.fs.names().contains(&sample_file_name(id)),
+        "file removed"
+    );
+    // The next recording gets a new id: the discarded one is never reused.
+    let (id2, _) = record(
+        &mut s,
+        &env.clock,
+        a,
+        0,
+        T0 + Duration::from_secs(10),
+        3,
+        100,
+    )
+    .unwrap();
+    assert_eq!(id2.recording(), id.recording() + 1);
+    poll(&mut s).unwrap();
+    drop(s);
+    // After a power loss, what was committed is intact.
+    let env2 = env.fork(env.fs.power_loss(PowerLossMode::DropUnsynced));
+    let s = start(&env2).unwrap();
+    assert!(check_invariants(&env2.fs, s.db()).is_empty());
+    assert_eq!(s.db().recordings(None).unwrap()[0].id, id2);
+}
+
+#[test]
+fn ids_are_never_reused_across_discards_and_restarts() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let w = Writer::open(&mut s, a, 0, T0).unwrap();
+    let first = w.id;
+    // Writer gone before reporting anything: discarded.
+    s.abandon_recording(first, "test").unwrap();
+    drop(w);
+    // An open whose file never got committed, then a crash (drop without flush).
+    let w = Writer::open(&mut s, a, 0, T0).unwrap();
+    let second = w.id;
+    assert_eq!(second.recording(), first.recording() + 1);
+    drop(s);
+    let mut s = start(&env).unwrap();
+    let (third, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    assert!(
+        third.recording() > second.recording(),
+        "{third} after {second}"
+    );
+    poll(&mut s).unwrap();
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn quota_deletes_the_oldest_and_counts_growing_recordings() {
+    // Quota of three blocks; each recording is one block.
+    let (env, a) = one_stream(3 * 4096, 0);
+    let mut s = start(&env).unwrap();
+    let mut ids = Vec::new();
+    let mut start_t = T0;
+    for run_offset in 0..3 {
+        let (id, end) = record(&mut s, &env.clock, a, run_offset, start_t, 3, 100).unwrap();
+        ids.push(id);
+        start_t = end;
+        poll(&mut s).unwrap();
+    }
+    assert_eq!(s.db().recordings(None).unwrap().len(), 3);
+    // A growing recording counts: saving the next one deletes the oldest committed.
+    let mut w = Writer::open(&mut s, a, 3, start_t).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    let growing = Writer::open(&mut s, a, 0, T0).unwrap_err();
+    assert!(growing.to_string().contains("still growing"), "{growing}");
+    w.close(&mut s).unwrap();
+    poll(&mut s).unwrap();
+    let left: Vec<_> = s
+        .db()
+        .recordings(None)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left.len(), 3);
+    assert_eq!(left[0], ids[1], "the oldest went first");
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn lowering_the_quota_deletes_at_once() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut t = T0;
+    for run_offset in 0..4 {
+        t = record(&mut s, &env.clock, a, run_offset, t, 3, 100)
+            .unwrap()
+            .1;
+    }
+    poll(&mut s).unwrap();
+    assert_eq!(s.db().recordings(None).unwrap().len(), 4);
+    s.set_stream_config(a, config(2 * 4096, 0)).unwrap();
+    assert_eq!(s.db().recordings(None).unwrap().len(), 2);
+    assert_eq!(
+        sample_files(&env.fs).len(),
+        2,
+        "files unlinked before returning"
+    );
+}
+
+#[test]
+fn salvage_keeps_the_reported_whole_samples_and_truncates_the_rest() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    for _ in 0..4 {
+        w.write_sample(&env.clock, 1000);
+    }
+    w.report(&mut s).unwrap();
+    // Written but never reported: the unreported tail is what an ingest crash loses.
+    w.write_sample(&env.clock, 1000);
+    let id = w.id;
+    drop(w);
+    s.abandon_recording(id, "writer gone").unwrap();
+    poll(&mut s).unwrap();
+    let r = &s.db().recordings(None).unwrap()[0];
+    assert_eq!(r.sample_file_bytes, 4000);
+    assert_eq!(r.video_samples, 4);
+    assert_eq!(r.flags & syncer::db::FLAG_TRAILING_ZERO, 1);
+    assert_eq!(r.media_duration_90k as i64, 3 * FRAME_90K);
+    assert_eq!(r.end_reason.as_deref(), Some("writer gone"));
+    assert_eq!(
+        env.fs.read_current(&sample_file_name(id)).unwrap().len(),
+        4000
+    );
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn salvage_never_extends_a_file_shorter_than_reported() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    for _ in 0..3 {
+        w.write_sample(&env.clock, 1000);
+    }
+    w.report(&mut s).unwrap();
+    let id = w.id;
+    drop(w);
+    // The file lost its last 500 bytes (say, a writer that lied): keep two whole samples.
+    let name = sample_file_name(id);
+    env.fs
+        .open(&name, syncer::fs::OpenMode::ReadWrite)
+        .unwrap()
+        .set_len(2500)
+        .unwrap();
+    s.abandon_recording(id, "writer gone").unwrap();
+    poll(&mut s).unwrap();
+    let r = &s.db().recordings(None).unwrap()[0];
+    assert_eq!((r.sample_file_bytes, r.video_samples), (2000, 2));
+    // Its last kept sample's duration is known from the next sample's pts.
+    assert_eq!(r.media_duration_90k as i64, 2 * FRAME_90K);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn close_that_contradicts_the_file_is_rejected_and_discarded() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    // Size mismatch: one more byte written than reported.
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    let id = w.id;
+    env.fs
+        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
+        .unwrap()
+        .write_all_at(b"x", 100)
+        .unwrap();
+    let e = w.close(&mut s).unwrap_err();
+    assert!(e.to_string().contains("101 bytes"), "{e}");
+    // Hostile preallocation.
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    env.fs.set_extra_allocated(&sample_file_name(w.id), 1 << 30);
+    let e = w.close(&mut s).unwrap_err();
+    assert!(e.to_string().contains("occupies"), "{e}");
+    poll(&mut s).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+    assert!(sample_files(&env.fs).is_empty());
+    assert_eq!(s.stream_rows()[0].next_recording_id, id.recording() + 2);
+}
+
+#[test]
+fn a_run_must_abut_exactly() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let e = record(&mut s, &env.clock, a, 1, end + Duration(1), 3, 100).unwrap_err();
+    assert!(e.to_string().contains("abut"), "{e}");
+    let e = Writer::open(&mut s, a, 5, end).unwrap_err();
+    assert!(e.to_string().contains("run offset"), "{e}");
+}
+
+#[test]
+fn abandoned_files_are_removed_before_serving() {
+    let (env, a) = one_stream(1 << 30, 0);
+    // Files a crash could leave: an id past the next id, and a file of an unknown stream.
+    let past = CompositeId::new(a, 7);
+    let unknown = CompositeId::new(99, 0);
+    for id in [past, unknown] {
+        env.fs.create_new(&sample_file_name(id)).unwrap();
+    }
+    dir_sync(&env.fs);
+    let mut s = start(&env).unwrap();
+    assert!(sample_files(&env.fs).is_empty());
+    assert!(s.db().garbage().unwrap().is_empty());
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    assert_eq!(id.recording(), 8, "next id moved past the abandoned file");
+}
+
+#[test]
+fn eexist_on_create_is_a_loud_bug_not_a_loop() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    // Someone created the next id's file behind the syncer's back.
+    env.fs
+        .create_new(&sample_file_name(CompositeId::new(a, 0)))
+        .unwrap();
+    let e = Writer::open(&mut s, a, 0, T0).unwrap_err();
+    assert!(
+        e.is_fatal() && e.to_string().contains("already exists"),
+        "{e}"
+    );
+}
+
+#[test]
+fn failed_dir_fsync_is_fatal() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    env.fs.fail_nth(OpKind::DirSync, 0, Errno::EIO);
+    let e = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap_err();
+    assert!(e.is_fatal(), "{e}");
+    drop(s);
+    // The restart through recovery is clean.
+    let s = start(&env).unwrap();
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn full_database_releases_the_reserve_and_commits() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    assert!(env.fs.names().contains(&"reserve".to_owned()));
+    record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    env.fs.fail_nth(OpKind::Commit, 0, Errno::ENOSPC);
+    assert!(
+        poll(&mut s).unwrap().len() == 1,
+        "retried at once after the release"
+    );
+    assert_eq!(s.db().recordings(None).unwrap().len(), 1);
+    // Re-created once space allows.
+    record(
+        &mut s,
+        &env.clock,
+        a,
+        0,
+        T0 + Duration::from_secs(10),
+        3,
+        100,
+    )
+    .unwrap();
+    poll(&mut s).unwrap();
+    assert!(env.fs.names().contains(&"reserve".to_owned()));
+}
+
+#[test]
+fn failed_flush_is_retried_after_a_delay() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    env.fs.fail_nth(OpKind::Commit, 0, Errno::EIO);
+    assert!(poll(&mut s).unwrap().is_empty());
+    assert!(s.db().recordings(None).unwrap().is_empty());
+    env.clock.advance(options().flush_retry_delay);
+    assert_eq!(poll(&mut s).unwrap().len(), 1);
+}
+
+#[test]
+fn a_sample_dir_of_another_database_is_refused() {
+    let (env, _) = one_stream(1 << 30, 0);
+    let (other, _) = one_stream(1 << 30, 0);
+    let mixed = env.fork(other.fs.clone());
+    let e = start(&mixed).unwrap_err();
+    assert!(e.to_string().contains("belongs to database"), "{e}");
+}
+
+#[test]
+fn a_database_restored_from_an_older_backup_is_refused() {
+    let (env, _) = one_stream(1 << 30, 0);
+    let backup = env.fork(env.fs.clone());
+    // Start twice more on the live pair: the dir's meta moves on.
+    drop(start(&env).unwrap());
+    drop(start(&env).unwrap());
+    let restored = Env {
+        fs: env.fs.clone(),
+        clock: env.clock.clone(),
+        tmp: backup.tmp,
+    };
+    let e = start(&restored).unwrap_err();
+    assert!(e.to_string().contains("restored from a backup"), "{e}");
+}
