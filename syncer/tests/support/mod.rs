@@ -14,6 +14,7 @@ use protocol::{CompositeId, Duration, TIME_UNITS_PER_SEC, Time};
 use syncer::db::{Database, StreamConfig};
 use syncer::fs::{Dir, DirFile};
 use syncer::layout::sample_file_name;
+use syncer::recovery::RecoveryReport;
 use syncer::reported::{RecordingTimes, SampleReport};
 use syncer::retention::round_up;
 use syncer::sim_fs::{SimFile, SimFs};
@@ -111,16 +112,20 @@ pub fn init_env(streams: &[(&str, StreamConfig)]) -> (Env, Vec<i32>) {
 
 /// Opens the database with COMMIT wired to the SimFs as a crash point, and starts the syncer.
 pub fn start(env: &Env) -> Result<Syncer<SimFs>, Error> {
+    start_with_report(env).map(|(s, _)| s)
+}
+
+/// [`start`], also returning what recovery found.
+pub fn start_with_report(env: &Env) -> Result<(Syncer<SimFs>, RecoveryReport), Error> {
     let mut db = Database::open(&env.db_path())?;
     let fs = env.fs.clone();
     db.set_commit_hook(Some(Box::new(move || fs.commit_point())));
-    let (s, _report) = Syncer::start(
+    Syncer::start(
         Arc::new(env.fs.clone()),
         db,
         Arc::new(env.clock.clone()) as Arc<dyn Clock>,
         options(),
-    )?;
-    Ok(s)
+    )
 }
 
 /// Deterministic content of sample `n` of recording `id`.
