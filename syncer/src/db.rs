@@ -737,6 +737,30 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_full_is_recognized() {
+        let (_tmp, mut db) = new_db();
+        let s = db.add_stream("a", &config()).unwrap();
+        let pages: i64 = db
+            .conn
+            .query_row("pragma page_count", [], |r| r.get(0))
+            .unwrap();
+        db.conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let mut big = row(CompositeId::new(s, 0));
+        big.video_index = vec![1; 1 << 20];
+        let e = db
+            .commit_batch(&FlushBatch {
+                inserts: vec![big],
+                next_recording_ids: vec![(s, 1)],
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(e.is_full(), "{e}");
+        assert!(db.recordings(None).unwrap().is_empty());
+    }
+
+    #[test]
     fn duplicate_stream_names_are_refused() {
         let (_tmp, mut db) = new_db();
         db.add_stream("a", &config()).unwrap();

@@ -95,7 +95,7 @@ fn workload(env: &Env, ids: &[i32], ledger: &mut Ledger) -> Result<(), Error> {
             drop(w);
             s.abandon_recording(id, "writer gone")?;
             rb = 0;
-            tb = tb + Duration::from_secs(10);
+            tb += Duration::from_secs(10);
         } else {
             tb = record(&mut s, clock, b, rb, tb, SAMPLES, SAMPLE_BYTES)?.1;
             rb += 1;
@@ -107,7 +107,7 @@ fn workload(env: &Env, ids: &[i32], ledger: &mut Ledger) -> Result<(), Error> {
             drop(w);
             s.abandon_recording(id, "writer gone")?;
             ra = 0;
-            ta = ta + Duration::from_secs(10);
+            ta += Duration::from_secs(10);
         }
         clock.advance(Duration::from_secs(1));
         note(poll(&mut s)?);

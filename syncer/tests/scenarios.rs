@@ -427,3 +427,19 @@ fn a_database_restored_from_an_older_backup_is_refused() {
     let e = start(&restored).unwrap_err();
     assert!(e.to_string().contains("restored from a backup"), "{e}");
 }
+
+#[test]
+fn retries_stop_promptly_on_shutdown() {
+    let (env, a) = one_stream(4096, 0);
+    let mut s = start(&env).unwrap();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    env.fs.fail_all(OpKind::Unlink, Errno::EIO);
+    record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    s.flush("push the first recording out").unwrap();
+    s.stop_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    let before = env.clock.monotonic();
+    let e = s.collect_garbage().unwrap_err();
+    assert!(matches!(e, Error::ShuttingDown), "{e}");
+    assert!(env.clock.monotonic() - before < Duration::from_secs(1));
+}

@@ -50,10 +50,10 @@ impl Env {
 /// A temp dir for databases, in memory when the machine has /dev/shm: commits fsync.
 pub fn tmpdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(t) = tempfile::tempdir_in(shm) {
-            return t;
-        }
+    if shm.is_dir()
+        && let Ok(t) = tempfile::tempdir_in(shm)
+    {
+        return t;
     }
     tempfile::tempdir().unwrap()
 }
@@ -186,7 +186,7 @@ impl Writer {
         self.unreported.push(SampleReport {
             pts_90k: self.next_pts_90k,
             bytes: len as u32,
-            is_key: self.samples % 10 == 0,
+            is_key: self.samples.is_multiple_of(10),
         });
         self.samples += 1;
         self.next_pts_90k += FRAME_90K;
@@ -310,12 +310,13 @@ pub fn check_invariants(fs: &SimFs, db: &Database) -> Vec<String> {
         }
     }
     for n in &names {
-        if let Some(id) = CompositeId::parse_file_name(n.as_bytes()) {
-            if !rows.iter().any(|r| r.id == id) && !garbage.contains(&id) {
-                v.push(format!(
-                    "file {n} is neither a committed recording nor garbage"
-                ));
-            }
+        if let Some(id) = CompositeId::parse_file_name(n.as_bytes())
+            && !rows.iter().any(|r| r.id == id)
+            && !garbage.contains(&id)
+        {
+            v.push(format!(
+                "file {n} is neither a committed recording nor garbage"
+            ));
         }
     }
     for w in rows.windows(2) {

@@ -1,0 +1,87 @@
+//! The syncer on a real directory and a real SQLite file: the production seam end to end.
+
+use std::sync::Arc;
+
+use protocol::clock::{Clock, RealClock};
+use protocol::Time;
+use syncer::db::{Database, StreamConfig};
+use syncer::fs::{DirFile, write_all};
+use syncer::layout::{DataDir, sample_file_name};
+use syncer::reported::{RecordingTimes, SampleReport};
+use syncer::{CloseRequest, Syncer, SyncerOptions};
+
+fn start(d: &DataDir) -> Syncer<syncer::fs::RealDir> {
+    let dir = d.lock_sample_dir().unwrap();
+    let db = Database::open(&d.db_path()).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    Syncer::start(Arc::new(dir), db, clock, SyncerOptions::default())
+        .unwrap()
+        .0
+}
+
+#[test]
+fn records_on_a_real_directory_and_holds_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    let mut s = start(&d);
+
+    // A second syncer on the same data dir is refused while the first runs.
+    let e = d.lock_sample_dir().unwrap_err();
+    assert!(e.to_string().contains("holds this data dir"), "{e}");
+
+    let stream = s
+        .add_stream(
+            "cam",
+            StreamConfig {
+                source: "synthetic:".into(),
+                retain_bytes: 1 << 30,
+                flush_if_sec: 0,
+                rotate_sec: 60,
+            },
+        )
+        .unwrap();
+    let entry = s.add_sample_entry(640, 480, "avc1.4d401e", b"entry").unwrap();
+    let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
+    let frames: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
+    let mut hasher = blake3::Hasher::new();
+    for f in &frames {
+        write_all(&mut w, f).unwrap();
+        hasher.update(f);
+    }
+    // The writer's descriptor is write-only and separate from the syncer's.
+    let mut buf = [0u8; 1];
+    assert!(w.read_at(&mut buf, 0).is_err());
+    let start_t = Time::from_system(std::time::SystemTime::now());
+    s.close_recording(
+        id,
+        CloseRequest {
+            samples: (0..3)
+                .map(|i| SampleReport {
+                    pts_90k: i * 3000,
+                    bytes: 1000,
+                    is_key: i == 0,
+                })
+                .collect(),
+            last_sample_duration_90k: Some(3000),
+            times: RecordingTimes {
+                start: start_t,
+                wall_duration_90k: 9000,
+                local_time_delta_90k: 0,
+            },
+            end_reason: None,
+            writer_blake3: *hasher.finalize().as_bytes(),
+        },
+    )
+    .unwrap();
+    let committed = s.shutdown().unwrap();
+    assert_eq!(committed[0].ids, vec![id]);
+    drop(s);
+
+    let on_disk = std::fs::read(d.sample_dir_path().join(sample_file_name(id))).unwrap();
+    assert_eq!(on_disk.len(), 3000);
+    let s = start(&d);
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!(rows[0].blake3, *blake3::hash(&on_disk).as_bytes());
+    assert_eq!((rows[0].start, rows[0].wall_duration_90k), (start_t, 9000));
+}
