@@ -437,9 +437,48 @@ fn retries_stop_promptly_on_shutdown() {
     env.fs.fail_all(OpKind::Unlink, Errno::EIO);
     record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
     s.flush("push the first recording out").unwrap();
-    s.stop_flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    s.stop_flag()
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let before = env.clock.monotonic();
     let e = s.collect_garbage().unwrap_err();
     assert!(matches!(e, Error::ShuttingDown), "{e}");
     assert!(env.clock.monotonic() - before < Duration::from_secs(1));
+}
+
+#[test]
+fn a_writer_hash_that_disagrees_with_the_file_is_rejected() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    let id = w.id;
+    // Overwrite a byte behind the writer's back: same size, different content.
+    env.fs
+        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
+        .unwrap()
+        .write_all_at(b"\xff", 0)
+        .unwrap();
+    let e = w.close(&mut s).unwrap_err();
+    assert!(e.to_string().contains("blake3"), "{e}");
+    poll(&mut s).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+    assert!(sample_files(&env.fs).is_empty());
+}
+
+#[test]
+fn enospc_on_create_releases_the_reserve() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    assert!(env.fs.names().contains(&"reserve".to_owned()));
+    env.fs.fail_nth(OpKind::CreateNew, 0, Errno::ENOSPC);
+    let e = Writer::open(&mut s, a, 0, T0).unwrap_err();
+    assert!(e.to_string().contains("create"), "{e}");
+    assert!(!env.fs.names().contains(&"reserve".to_owned()));
+    // The failed id is garbage; the next open gets a fresh id and the reserve comes back
+    // after the next successful flush.
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    assert_eq!(id.recording(), 1);
+    poll(&mut s).unwrap();
+    assert!(env.fs.names().contains(&"reserve".to_owned()));
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
