@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use protocol::clock::{Clock, RealClock};
 use protocol::Time;
+use protocol::clock::{Clock, RealClock};
 use syncer::db::{Database, StreamConfig};
 use syncer::fs::{DirFile, write_all};
 use syncer::layout::{DataDir, sample_file_name};
@@ -41,7 +41,9 @@ fn records_on_a_real_directory_and_holds_the_lock() {
             },
         )
         .unwrap();
-    let entry = s.add_sample_entry(640, 480, "avc1.4d401e", b"entry").unwrap();
+    let entry = s
+        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
+        .unwrap();
     let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
     let frames: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
     let mut hasher = blake3::Hasher::new();
