@@ -21,7 +21,9 @@ pub const FILE_NAME_LEN: usize = 16;
 ///
 /// `Display` is the sample file's name: exactly [`FILE_NAME_LEN`] lowercase hex digits of the
 /// value as `u64`, e.g. stream 1, recording 2 is `0000000100000002`.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 pub struct CompositeId(pub i64);
 
 impl CompositeId {

@@ -29,13 +29,37 @@ const SECS_PER_DAY: i64 = 86_400;
 ///
 /// `Display` is RFC 3339 in UTC with milliseconds, e.g. `2026-11-27T04:48:38.123Z`, rounded
 /// toward the past.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Copy,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Time(pub i64);
 
 /// A signed span of 90 kHz ticks.
 ///
 /// `Display` is seconds with milliseconds, e.g. `1.500s` or `-0.250s`, truncated toward zero.
-#[derive(Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(
+    Copy,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Duration(pub i64);
 
 impl Time {
