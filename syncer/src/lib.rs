@@ -13,6 +13,7 @@ pub mod durability;
 pub mod error;
 pub mod flush_plan;
 pub mod fs;
+pub mod ingest_session;
 pub mod layout;
 pub mod limits;
 pub mod meta;

@@ -4,31 +4,10 @@
 //! samples are what a salvage may keep. A sample's duration is the next sample's pts minus its
 //! own, so the last reported sample's duration stays unknown until the next report or the close.
 
-use protocol::Time;
+use protocol::messages::SampleReport;
 use protocol::sample_index::SampleIndexEncoder;
 
 use crate::limits;
-
-/// One sample the writer has written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SampleReport {
-    /// Presentation time relative to the recording's first sample, 90 kHz; the first
-    /// sample's is 0 and each later one is strictly greater.
-    pub pts_90k: i64,
-    pub bytes: u32,
-    pub is_key: bool,
-}
-
-/// The writer's time model for the samples reported so far.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordingTimes {
-    /// Start, 90 kHz since the Unix epoch. Within a run, exactly the previous end.
-    pub start: Time,
-    /// Media duration corrected by at most 500 ppm toward the local clock, 90 kHz.
-    pub wall_duration_90k: i32,
-    /// Local clock's start minus `start`, 90 kHz.
-    pub local_time_delta_90k: i64,
-}
 
 #[derive(Debug, Default)]
 pub struct ReportedSamples {

@@ -47,9 +47,10 @@ use crate::fs::{Dir, OpenMode};
 use crate::layout::sample_file_name;
 use crate::limits;
 use crate::meta::Open;
-use crate::reported::{RecordingTimes, ReportedSamples, SampleReport};
+use crate::reported::ReportedSamples;
 use crate::reserve;
 use crate::retention::{oldest_to_delete, round_up};
+use protocol::messages::{RecordingTimes, SampleReport};
 
 /// Tunables of a [`Syncer`].
 #[derive(Clone, Debug)]

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use protocol::Time;
 use protocol::clock::{Clock, RealClock};
+use protocol::messages::{RecordingTimes, SampleReport};
 use syncer::db::{Database, StreamConfig};
 use syncer::fs::{DirFile, write_all};
 use syncer::layout::{DataDir, sample_file_name};
-use syncer::reported::{RecordingTimes, SampleReport};
 use syncer::{CloseRequest, Syncer, SyncerOptions};
 
 fn start(d: &DataDir) -> Syncer<syncer::fs::RealDir> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use protocol::clock::{Clock, SimClock};
+use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::retry::retry;
 use protocol::sample_index::summarize;
 use protocol::{CompositeId, Duration, TIME_UNITS_PER_SEC, Time};
@@ -15,7 +16,6 @@ use syncer::db::{Database, StreamConfig};
 use syncer::fs::{Dir, DirFile};
 use syncer::layout::sample_file_name;
 use syncer::recovery::RecoveryReport;
-use syncer::reported::{RecordingTimes, SampleReport};
 use syncer::retention::round_up;
 use syncer::sim_fs::{SimFile, SimFs};
 use syncer::{CloseRequest, Error, Syncer, SyncerOptions};
