@@ -594,6 +594,8 @@ impl<D: Dir> Syncer<D> {
         let open_id = self.open.id;
         let s = self.stream_mut(id.stream())?;
         s.growing(id)?;
+        // Within a run the start is the previous end, whatever the departed writer reported.
+        let expected_start = s.run.and_then(|t| t.expected_start);
         s.run = None;
         let Some(InFlight::Growing(g)) = s.inflight.remove(&id.recording()) else {
             unreachable!("checked above");
@@ -610,9 +612,12 @@ impl<D: Dir> Syncer<D> {
             open_id,
             run_offset: g.run_offset,
             flags: FLAG_TRAILING_ZERO,
-            start: times.start,
-            wall_duration_90k: i32::try_from(i64::from(times.wall_duration_90k))
-                .unwrap_or(i32::MAX),
+            start: if g.run_offset > 0 {
+                expected_start.unwrap_or(times.start)
+            } else {
+                times.start
+            },
+            wall_duration_90k: times.wall_duration_90k,
             media_duration_90k: media as i32,
             video_samples: g.samples.samples as i32,
             video_sync_samples: g.samples.key_samples as i32,
@@ -983,13 +988,13 @@ impl<D: Dir> Syncer<D> {
             }
         }
         let mut out = self.flush("shutdown")?;
-        // Unlink with a live stop flag would give up at the first error: allow retries to end
-        // by themselves here only if nothing fails; otherwise leave it to the next start.
-        self.stop.store(false, Ordering::SeqCst);
-        let gc = self.collect_garbage();
-        self.stop.store(true, Ordering::SeqCst);
-        gc?;
-        out.extend(self.flush("shutdown: forget collected garbage")?);
+        // One attempt at each garbage file (the stop flag ends retries at once); what is left
+        // stays garbage in the database and the next start collects it.
+        match self.collect_garbage() {
+            Ok(()) => out.extend(self.flush("shutdown: forget collected garbage")?),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => warn!(error = %e, "garbage left for the next start"),
+        }
         Ok(out)
     }
 }

@@ -482,3 +482,40 @@ fn enospc_on_create_releases_the_reserve() {
     assert!(env.fs.names().contains(&"reserve".to_owned()));
     assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
+
+#[test]
+fn shutdown_with_failing_unlinks_ends_promptly_and_leaves_garbage_for_the_next_start() {
+    let (env, a) = one_stream(4096, 0);
+    let mut s = start(&env).unwrap();
+    let (first, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    env.fs.fail_all(OpKind::Unlink, Errno::EIO);
+    record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    let before = env.clock.monotonic();
+    s.shutdown().unwrap();
+    assert!(env.clock.monotonic() - before < Duration::from_secs(1));
+    drop(s);
+    env.fs.clear_faults();
+    let s = start(&env).unwrap();
+    assert!(!sample_files(&env.fs).contains(&first));
+    assert!(s.db().garbage().unwrap().is_empty());
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn a_salvaged_recording_within_a_run_starts_where_the_previous_ended() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    // The departed writer reported a start that does not abut.
+    let mut w = Writer::open(&mut s, a, 1, end + Duration(12345)).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    let id = w.id;
+    drop(w);
+    s.abandon_recording(id, "writer gone").unwrap();
+    poll(&mut s).unwrap();
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!(rows[1].start, end);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
