@@ -5,8 +5,10 @@ mod support;
 use protocol::CompositeId;
 use protocol::messages::{IngestReply, IngestRequest, RecordingTimes, SampleReport};
 use support::*;
+use syncer::Syncer;
 use syncer::fs::DirFile;
 use syncer::ingest_session::{IngestSession, MAX_SAMPLE_ENTRIES_PER_STREAM};
+use syncer::sim_fs::{SimFile, SimFs};
 
 fn add_entry(n: u8) -> IngestRequest {
     IngestRequest::AddSampleEntry {
@@ -23,6 +25,31 @@ fn times() -> RecordingTimes {
         wall_duration_90k: 3000,
         local_time_delta_90k: 0,
     }
+}
+
+/// Adds a sample entry on the connection and opens a recording with it.
+fn add_entry_and_open(
+    s: &mut Syncer<SimFs>,
+    session: &mut IngestSession,
+) -> (CompositeId, SimFile) {
+    let Some(IngestReply::SampleEntry { id: entry }) =
+        session.handle(s, add_entry(1)).unwrap().reply
+    else {
+        panic!("expected a sample entry id");
+    };
+    let r = session
+        .handle(
+            s,
+            IngestRequest::OpenRecording {
+                run_offset: 0,
+                sample_entry_id: entry,
+            },
+        )
+        .unwrap();
+    let Some(IngestReply::Opened { id }) = r.reply else {
+        panic!("expected Opened");
+    };
+    (id, r.writer.expect("a writer descriptor comes with Opened"))
 }
 
 #[test]
@@ -46,28 +73,15 @@ fn a_connection_writes_only_its_own_recording() {
         e.to_string().contains("not added on this connection"),
         "{e}"
     );
-    let Some(IngestReply::SampleEntry { id: entry }) =
-        a.handle(&mut s, add_entry(1)).unwrap().reply
-    else {
-        panic!("expected a sample entry id");
-    };
+    let (id, mut w) = add_entry_and_open(&mut s, &mut a);
     b.handle(&mut s, add_entry(1)).unwrap();
-    let r = a
-        .handle(
-            &mut s,
-            IngestRequest::OpenRecording {
-                run_offset: 0,
-                sample_entry_id: entry,
-            },
-        )
-        .unwrap();
-    let Some(IngestReply::Opened { id }) = r.reply else {
-        panic!("expected Opened");
-    };
-    let mut w = r.writer.expect("a writer descriptor comes with Opened");
     assert_eq!(id.stream(), ids[0]);
 
-    // A second open while growing is refused.
+    // A second open while growing is refused (even with an entry the connection added).
+    let entry = match a.handle(&mut s, add_entry(1)).unwrap().reply {
+        Some(IngestReply::SampleEntry { id }) => id,
+        r => panic!("expected a sample entry id, got {r:?}"),
+    };
     let e = a
         .handle(
             &mut s,
@@ -137,24 +151,7 @@ fn a_disconnected_connection_is_salvaged() {
     let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
     let mut s = start(&env).unwrap();
     let mut a = IngestSession::new(ids[0]);
-    let Some(IngestReply::SampleEntry { id: entry }) =
-        a.handle(&mut s, add_entry(1)).unwrap().reply
-    else {
-        panic!("expected a sample entry id");
-    };
-    let r = a
-        .handle(
-            &mut s,
-            IngestRequest::OpenRecording {
-                run_offset: 0,
-                sample_entry_id: entry,
-            },
-        )
-        .unwrap();
-    let Some(IngestReply::Opened { id }) = r.reply else {
-        panic!("expected Opened");
-    };
-    let mut w = r.writer.unwrap();
+    let (id, mut w) = add_entry_and_open(&mut s, &mut a);
     w.write(&[1u8; 500]).unwrap();
     let samples = vec![SampleReport {
         pts_90k: 0,

@@ -12,6 +12,15 @@ use syncer::fs::{Dir, DirFile};
 use syncer::layout::sample_file_name;
 use syncer::sim_fs::{OpKind, PowerLossMode};
 
+/// Writes `bytes` at `offset` of a recording's file behind the writer's and syncer's backs.
+fn tamper(env: &Env, id: CompositeId, offset: u64, bytes: &[u8]) {
+    env.fs
+        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
+        .unwrap()
+        .write_all_at(bytes, offset)
+        .unwrap();
+}
+
 fn one_stream(retain: i64, flush_if_sec: u32) -> (Env, i32) {
     let (env, ids) = init_env(&[("a", config(retain, flush_if_sec))]);
     (env, ids[0])
@@ -289,11 +298,7 @@ fn close_that_contradicts_the_file_is_rejected_and_discarded() {
     let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
     w.write_sample(&env.clock, 100);
     let id = w.id;
-    env.fs
-        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
-        .unwrap()
-        .write_all_at(b"x", 100)
-        .unwrap();
+    tamper(&env, id, 100, b"x");
     let e = w.close(&mut s).unwrap_err();
     assert!(e.to_string().contains("101 bytes"), "{e}");
     // Hostile preallocation.
@@ -453,11 +458,7 @@ fn a_writer_hash_that_disagrees_with_the_file_is_rejected() {
     w.write_sample(&env.clock, 100);
     let id = w.id;
     // Overwrite a byte behind the writer's back: same size, different content.
-    env.fs
-        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
-        .unwrap()
-        .write_all_at(b"\xff", 0)
-        .unwrap();
+    tamper(&env, id, 0, b"\xff");
     let e = w.close(&mut s).unwrap_err();
     assert!(e.to_string().contains("blake3"), "{e}");
     poll(&mut s).unwrap();
