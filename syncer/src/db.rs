@@ -494,6 +494,18 @@ impl Database {
         })
     }
 
+    pub fn has_sample_entry(&self, id: i32) -> Result<bool, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "select 1 from video_sample_entry where id = ?",
+                [id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     pub fn sample_entries(&self) -> Result<Vec<SampleEntry>, DbError> {
         let mut stmt = self.conn.prepare_cached(
             "select id, width, height, rfc6381_codec, data from video_sample_entry order by id",

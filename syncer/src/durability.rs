@@ -181,6 +181,6 @@ pub fn hash_prefix<F: DirFile + ?Sized>(file: &F, len: u64) -> Result<[u8; 32], 
     Ok(*hasher.finalize().as_bytes())
 }
 
-pub fn hex(b: &[u8]) -> String {
+fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }

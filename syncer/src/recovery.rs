@@ -99,6 +99,7 @@ fn abandon_files<D: Dir>(syncer: &mut Syncer<D>) -> Result<RecoveryReport, Error
         .map_err(|e| Error::io("list", "sample dir", e))?;
     let next_ids = syncer.stream_next_ids();
     let garbage: BTreeSet<CompositeId> = syncer.garbage_to_unlink.iter().copied().collect();
+    let committed = syncer.committed_ids();
     let mut report = RecoveryReport::default();
     let mut new_next: BTreeMap<i32, i32> = BTreeMap::new();
     for name in names {
@@ -119,7 +120,7 @@ fn abandon_files<D: Dir>(syncer: &mut Syncer<D>) -> Result<RecoveryReport, Error
                 *n = (*n).max(id.recording() + 1);
                 report.abandoned.push(id);
             }
-            Some(_) if !syncer.is_committed_id(id) => {
+            Some(_) if !committed.contains(&id) => {
                 warn!(file = %name, "file is neither a committed recording nor garbage");
                 report.orphans.push(id);
             }

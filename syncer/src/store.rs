@@ -275,10 +275,12 @@ impl<D: Dir> Syncer<D> {
             .collect()
     }
 
-    pub(crate) fn is_committed_id(&self, id: CompositeId) -> bool {
+    /// Every committed recording id (recovery compares the directory against it).
+    pub(crate) fn committed_ids(&self) -> BTreeSet<CompositeId> {
         self.streams
-            .get(&id.stream())
-            .is_some_and(|s| s.committed.iter().any(|&(c, _)| c == id))
+            .values()
+            .flat_map(|s| s.committed.iter().chain(&s.to_delete).map(|&(id, _)| id))
+            .collect()
     }
 
     pub(crate) fn enforce_quota_of(&mut self, stream_id: i32) {
@@ -371,11 +373,7 @@ impl<D: Dir> Syncer<D> {
         if self.stop.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        let known_entry = self
-            .db
-            .sample_entries()?
-            .iter()
-            .any(|e| e.id == sample_entry_id);
+        let known_entry = self.db.has_sample_entry(sample_entry_id)?;
         let dir = self.dir.clone();
         let s = self.stream_mut(stream_id)?;
         let reject = |reason: String| Error::Rejected {

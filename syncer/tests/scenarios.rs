@@ -105,15 +105,7 @@ fn failed_unlinks_are_retried_and_garbage_rows_really_go() {
     // The next flush forgets the garbage row (a regression Moonfire NVR once shipped).
     s.flush("forget").unwrap();
     assert!(s.db().garbage().unwrap().is_empty());
-    assert_eq!(
-        s.db()
-            .recordings(None)
-            .unwrap()
-            .iter()
-            .map(|r| r.id)
-            .collect::<Vec<_>>(),
-        vec![id2]
-    );
+    assert_eq!(recording_ids(s.db()), vec![id2]);
 }
 
 #[test]
@@ -202,13 +194,7 @@ fn quota_deletes_the_oldest_and_counts_growing_recordings() {
     assert!(growing.to_string().contains("still growing"), "{growing}");
     w.close(&mut s).unwrap();
     poll(&mut s).unwrap();
-    let left: Vec<_> = s
-        .db()
-        .recordings(None)
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
+    let left = recording_ids(s.db());
     assert_eq!(left.len(), 3);
     assert_eq!(left[0], ids[1], "the oldest went first");
     assert!(check_invariants(&env.fs, s.db()).is_empty());

@@ -348,6 +348,11 @@ pub fn check_invariants(fs: &SimFs, db: &Database) -> Vec<String> {
     v
 }
 
+/// Ids of the committed recordings, oldest first.
+pub fn recording_ids(db: &Database) -> Vec<CompositeId> {
+    db.recordings(None).unwrap().iter().map(|r| r.id).collect()
+}
+
 /// Opens the database without a hook (for checks).
 pub fn open_db(env: &Env) -> Database {
     Database::open(&env.db_path()).unwrap()
