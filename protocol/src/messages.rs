@@ -8,9 +8,12 @@
 //! - **Ingest connection** (brokered by the syncer, fd 3 of `nvr-ingest`): the ingest sends a
 //!   [`Hello`] with role [`ROLE_INGEST`]; the syncer answers with a [`HelloReply`] carrying its
 //!   own version and the stream the connection is bound to. Then the ingest sends
-//!   [`IngestRequest`]s, each answered by one [`IngestReply`] in order, and the syncer pushes
-//!   [`IngestReply::Committed`] between the answers whenever a flush commits recordings of the
-//!   stream. [`IngestReply::Opened`] is the one frame on this connection that carries a
+//!   [`IngestRequest`]s. `AddSampleEntry` and `OpenRecording` are answered at once, in order;
+//!   `Progress` is not answered; `CloseRecording` is answered by [`IngestReply::Accepted`] once
+//!   the recording is durable, which may come after the answers to later requests (the ingest
+//!   may open the next recording meanwhile; at most one close is outstanding). The syncer
+//!   pushes [`IngestReply::Committed`] whenever a flush commits recordings of the stream, and
+//!   [`IngestReply::Error`] before dropping a connection that broke a rule. [`IngestReply::Opened`] is the one frame on this connection that carries a
 //!   descriptor.
 //! - **Admin socket** (`<data-dir>/syncer.sock`; the supervisor and the `nvr` command line): the
 //!   client sends a [`Hello`] with role [`ROLE_ADMIN`], answered by [`AdminReply::Ok`]; then
