@@ -182,8 +182,8 @@ pub enum IngestRequest {
     },
 }
 
-/// What the syncer sends an ingest: one answer per [`IngestRequest`] that has one, in order,
-/// plus [`IngestReply::Committed`] pushed at any time between them.
+/// What the syncer sends an ingest: one answer per [`IngestRequest`] that has one (see the
+/// module docs for their order), plus [`IngestReply::Committed`] pushed at any time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IngestReply {
     /// Answer to [`IngestRequest::AddSampleEntry`].

@@ -6,26 +6,31 @@
 //!
 //! | request | allowed when | effect |
 //! |---|---|---|
-//! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] used by this connection | insert or look up the entry |
-//! | `OpenRecording` | nothing growing on this connection, entry known to it | new id, file, write-only descriptor |
-//! | `Progress` | `id` is this connection's growing recording | record reported samples |
-//! | `CloseRecording` | `id` is this connection's growing recording | verify, fsync, hash; reply *accepted* |
+//! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] added on this connection | insert or look up the entry |
+//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor |
+//! | `Progress` | `id` is this connection's growing recording | record the reported samples |
+//! | `CloseRecording` | `id` is the growing recording and no other close is outstanding | verify, fsync, hash ([`Action::Save`]); *accepted* after [`IngestSession::saved`] |
 //!
-//! Anything else, and any request that breaks a limit, gets an error reply and the connection
-//! is dropped; the growing recording, if any, is then salvaged ([`IngestSession::disconnected`]).
-//! Nothing another stream holds is reachable from here.
+//! Anything else, and any request that breaks a limit, is an error: the caller answers with it
+//! and drops the connection; the growing recording, if any, is then salvaged
+//! ([`IngestSession::disconnected`]). Nothing another stream holds is reachable from here.
 
 use std::collections::BTreeSet;
 
 use protocol::CompositeId;
 use protocol::messages::{IngestReply, IngestRequest};
 
+use crate::db::RecordingToInsert;
+use crate::durability::{PendingSave, SaveFailure};
 use crate::error::Error;
 use crate::fs::Dir;
 use crate::store::{CloseRequest, Syncer};
 
-/// Distinct video sample entries one connection may use.
+/// Distinct video sample entries one connection may add.
 pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
+
+/// Largest sample entry box accepted, in bytes.
+pub const MAX_SAMPLE_ENTRY_BYTES: usize = 64 << 10;
 
 /// The syncer's state for one ingest connection.
 #[derive(Debug)]
@@ -33,16 +38,23 @@ pub struct IngestSession {
     stream_id: i32,
     /// The recording this connection is writing, if any.
     growing: Option<CompositeId>,
+    /// The recording whose close is being made durable, if any.
+    closing: Option<CompositeId>,
     /// Sample entries this connection added (and so may open recordings with).
     sample_entries: BTreeSet<i32>,
 }
 
-/// What to send back: nothing for progress (it is not acknowledged, to keep the hot path to
-/// one message a report), otherwise a reply, with the writer's descriptor for `Opened`.
+/// What the caller does with a request's outcome.
 #[derive(Debug)]
-pub struct Reply<F> {
-    pub reply: Option<IngestReply>,
-    pub writer: Option<F>,
+pub enum Action<F> {
+    /// Send this answer.
+    Reply(IngestReply),
+    /// Send `Opened { id }` with the writer's descriptor.
+    Opened(CompositeId, F),
+    /// Run this on the stream's worker, then call [`IngestSession::saved`].
+    Save(PendingSave<F>),
+    /// Nothing to send (progress is not acknowledged).
+    Nothing,
 }
 
 impl IngestSession {
@@ -50,12 +62,22 @@ impl IngestSession {
         IngestSession {
             stream_id,
             growing: None,
+            closing: None,
             sample_entries: BTreeSet::new(),
         }
     }
 
     pub fn stream_id(&self) -> i32 {
         self.stream_id
+    }
+
+    /// The recording being written or closed, if any (shutdown waits for neither).
+    pub fn busy(&self) -> bool {
+        self.growing.is_some() || self.closing.is_some()
+    }
+
+    pub fn growing(&self) -> Option<CompositeId> {
+        self.growing
     }
 
     fn reject(&self, reason: String) -> Error {
@@ -77,17 +99,13 @@ impl IngestSession {
         Ok(())
     }
 
-    /// Serves one request. An `Err` means the connection must be dropped (after an error
-    /// reply naming the reason) and [`IngestSession::disconnected`] called.
+    /// Serves one request. An `Err` means the connection must be answered with the error and
+    /// dropped, then [`IngestSession::disconnected`] called.
     pub fn handle<D: Dir>(
         &mut self,
         syncer: &mut Syncer<D>,
         req: IngestRequest,
-    ) -> Result<Reply<D::File>, Error> {
-        let reply = |reply| Reply {
-            reply: Some(reply),
-            writer: None,
-        };
+    ) -> Result<Action<D::File>, Error> {
         match req {
             IngestRequest::AddSampleEntry {
                 width,
@@ -100,15 +118,21 @@ impl IngestSession {
                         "more than {MAX_SAMPLE_ENTRIES_PER_STREAM} sample entries"
                     )));
                 }
-                if width == 0 || height == 0 || data.is_empty() || data.len() > 64 << 10 {
+                if width == 0
+                    || height == 0
+                    || data.is_empty()
+                    || data.len() > MAX_SAMPLE_ENTRY_BYTES
+                    || rfc6381_codec.len() > 64
+                {
                     return Err(self.reject(format!(
-                        "bad sample entry: {width}x{height}, {} bytes",
+                        "bad sample entry: {width}x{height}, codec {rfc6381_codec:?}, {} bytes \
+                         (at most {MAX_SAMPLE_ENTRY_BYTES})",
                         data.len()
                     )));
                 }
                 let id = syncer.add_sample_entry(width, height, &rfc6381_codec, &data)?;
                 self.sample_entries.insert(id);
-                Ok(reply(IngestReply::SampleEntry { id }))
+                Ok(Action::Reply(IngestReply::SampleEntry { id }))
             }
             IngestRequest::OpenRecording {
                 run_offset,
@@ -125,18 +149,15 @@ impl IngestSession {
                 let (id, writer) =
                     syncer.open_recording(self.stream_id, run_offset, sample_entry_id)?;
                 self.growing = Some(id);
-                Ok(Reply {
-                    reply: Some(IngestReply::Opened { id }),
-                    writer: Some(writer),
-                })
+                Ok(Action::Opened(id, writer))
             }
             IngestRequest::Progress { id, samples, times } => {
                 self.check_growing(id)?;
-                syncer.progress(id, &samples, times)?;
-                Ok(Reply {
-                    reply: None,
-                    writer: None,
-                })
+                // A bad report discards the recording: nothing left to salvage.
+                syncer
+                    .progress(id, &samples, times)
+                    .inspect_err(|_| self.growing = None)?;
+                Ok(Action::Nothing)
             }
             IngestRequest::CloseRecording {
                 id,
@@ -147,8 +168,13 @@ impl IngestSession {
                 writer_blake3,
             } => {
                 self.check_growing(id)?;
+                if let Some(c) = self.closing {
+                    return Err(self.reject(format!(
+                        "close of {id} while the close of {c} is still outstanding"
+                    )));
+                }
                 self.growing = None;
-                syncer.close_recording(
+                let pending = syncer.begin_close(
                     id,
                     CloseRequest {
                         samples,
@@ -158,16 +184,39 @@ impl IngestSession {
                         writer_blake3,
                     },
                 )?;
-                Ok(reply(IngestReply::Accepted { id }))
+                self.closing = Some(id);
+                Ok(Action::Save(pending))
             }
         }
     }
 
-    /// The connection is gone (crash, kill, bad frame, takeover): salvage what it was writing.
-    pub fn disconnected<D: Dir>(&mut self, syncer: &mut Syncer<D>, why: &str) -> Result<(), Error> {
+    /// A close's durability work finished: concludes it and returns the answer, *accepted* or
+    /// the error (the caller drops the connection unless it is a failed fsync, which is no
+    /// fault of the ingest's).
+    pub fn saved<D: Dir>(
+        &mut self,
+        syncer: &mut Syncer<D>,
+        id: CompositeId,
+        result: Result<RecordingToInsert, SaveFailure>,
+    ) -> Result<IngestReply, Error> {
+        if self.closing == Some(id) {
+            self.closing = None;
+        }
+        syncer.finish_save(id, result)?;
+        Ok(IngestReply::Accepted { id })
+    }
+
+    /// The connection is gone (crash, kill, bad frame, takeover): returns the salvage of what
+    /// it was writing, to run on the stream's worker and conclude with
+    /// [`Syncer::finish_save`]. A close still outstanding completes on its own.
+    pub fn disconnected<D: Dir>(
+        &mut self,
+        syncer: &mut Syncer<D>,
+        why: &str,
+    ) -> Result<Option<PendingSave<D::File>>, Error> {
         match self.growing.take() {
-            None => Ok(()),
-            Some(id) => syncer.abandon_recording(id, why),
+            None => Ok(None),
+            Some(id) => syncer.begin_salvage(id, why),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! Every sample-dir operation goes through the [`fs`] seam, so [`sim_fs`] can inject faults and
 //! simulate power loss; every clock read goes through `protocol::clock`.
 
+pub mod admin_client;
 pub mod db;
 pub mod durability;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod recovery;
 pub mod reported;
 pub mod reserve;
 pub mod retention;
+pub mod server;
 pub mod sim_fs;
 pub mod store;
 

@@ -24,3 +24,7 @@ pub const MAX_WALL_DURATION_90K: i64 = 5 * 60 * TIME_UNITS_PER_SEC;
 
 /// Media duration may exceed the wall limit by the 500 ppm correction at most.
 pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K + MAX_WALL_DURATION_90K / 2000;
+
+/// Bytes a growing recording's file may hold beyond what its writer has reported, checked at
+/// each progress report: room for the sample being written, no more.
+pub const MAX_UNREPORTED_BYTES: u64 = 2 * MAX_SAMPLE_BYTES as u64;

@@ -43,7 +43,7 @@ use crate::db::{
 use crate::durability::{PendingSave, SaveFailure, SaveMode};
 use crate::error::Error;
 use crate::flush_plan::FlushPlan;
-use crate::fs::{Dir, OpenMode};
+use crate::fs::{Dir, DirFile, OpenMode};
 use crate::layout::sample_file_name;
 use crate::limits;
 use crate::meta::Open;
@@ -78,6 +78,16 @@ pub struct Committed {
     pub stream_id: i32,
     /// Ids inserted as recordings, ascending.
     pub ids: Vec<CompositeId>,
+}
+
+/// A stream as `status` shows it; see [`Syncer::stream_summary`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub committed_recordings: usize,
+    /// Rounded up to 4 KiB per recording, as quota accounting counts them.
+    pub committed_bytes: i64,
+    pub newest_committed: Option<CompositeId>,
+    pub growing: Option<CompositeId>,
 }
 
 /// What a writer sends to close its recording.
@@ -321,6 +331,20 @@ impl<D: Dir> Syncer<D> {
         })
     }
 
+    /// What `status` shows of a stream: committed recordings (count, rounded bytes, newest)
+    /// and the growing recording, if any.
+    pub fn stream_summary(&self, stream_id: i32) -> Option<StreamSummary> {
+        let s = self.streams.get(&stream_id)?;
+        Some(StreamSummary {
+            committed_recordings: s.committed.len() + s.to_delete.len(),
+            committed_bytes: self.committed_bytes(stream_id).unwrap_or(0),
+            newest_committed: s.committed.back().map(|&(id, _)| id),
+            growing: s.inflight.iter().find_map(|(&r, f)| {
+                matches!(f, InFlight::Growing(_)).then_some(CompositeId::new(stream_id, r))
+            }),
+        })
+    }
+
     pub fn add_stream(&mut self, name: &str, config: StreamConfig) -> Result<i32, Error> {
         let id = self.db.add_stream(name, &config)?;
         let row = StreamRow {
@@ -481,6 +505,22 @@ impl<D: Dir> Syncer<D> {
             }
         }
         g.times = Some(times);
+        if result.is_ok() {
+            // The file may hold at most a little more than what was reported (the sample
+            // being written): a writer that writes far past its reports is over budget.
+            match g.file.stat() {
+                Ok(st) if st.size_bytes > g.samples.total_bytes + limits::MAX_UNREPORTED_BYTES => {
+                    result = Err(format!(
+                        "file grew to {} bytes, past its budget of {} reported + {} bytes",
+                        st.size_bytes,
+                        g.samples.total_bytes,
+                        limits::MAX_UNREPORTED_BYTES
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(format!("fstat failed: {e}")),
+            }
+        }
         if let Err(reason) = result {
             self.discard(id, "bad progress report");
             return Err(Error::Rejected {

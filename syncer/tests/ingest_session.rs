@@ -7,7 +7,7 @@ use protocol::messages::{IngestReply, IngestRequest, RecordingTimes, SampleRepor
 use support::*;
 use syncer::Syncer;
 use syncer::fs::DirFile;
-use syncer::ingest_session::{IngestSession, MAX_SAMPLE_ENTRIES_PER_STREAM};
+use syncer::ingest_session::{Action, IngestSession, MAX_SAMPLE_ENTRIES_PER_STREAM};
 use syncer::sim_fs::{SimFile, SimFs};
 
 fn add_entry(n: u8) -> IngestRequest {
@@ -27,29 +27,42 @@ fn times() -> RecordingTimes {
     }
 }
 
+fn entry_id(s: &mut Syncer<SimFs>, session: &mut IngestSession, n: u8) -> i32 {
+    match session.handle(s, add_entry(n)).unwrap() {
+        Action::Reply(IngestReply::SampleEntry { id }) => id,
+        a => panic!("expected a sample entry id, got {a:?}"),
+    }
+}
+
 /// Adds a sample entry on the connection and opens a recording with it.
 fn add_entry_and_open(
     s: &mut Syncer<SimFs>,
     session: &mut IngestSession,
 ) -> (CompositeId, SimFile) {
-    let Some(IngestReply::SampleEntry { id: entry }) =
-        session.handle(s, add_entry(1)).unwrap().reply
-    else {
-        panic!("expected a sample entry id");
+    let entry = entry_id(s, session, 1);
+    let open = IngestRequest::OpenRecording {
+        run_offset: 0,
+        sample_entry_id: entry,
     };
-    let r = session
-        .handle(
-            s,
-            IngestRequest::OpenRecording {
-                run_offset: 0,
-                sample_entry_id: entry,
-            },
-        )
-        .unwrap();
-    let Some(IngestReply::Opened { id }) = r.reply else {
-        panic!("expected Opened");
-    };
-    (id, r.writer.expect("a writer descriptor comes with Opened"))
+    match session.handle(s, open).unwrap() {
+        Action::Opened(id, w) => (id, w),
+        a => panic!("expected Opened, got {a:?}"),
+    }
+}
+
+fn close(id: CompositeId, data: &[u8]) -> IngestRequest {
+    IngestRequest::CloseRecording {
+        id,
+        samples: vec![SampleReport {
+            pts_90k: 0,
+            bytes: data.len() as u32,
+            is_key: true,
+        }],
+        last_sample_duration_90k: Some(3000),
+        times: times(),
+        end_reason: None,
+        writer_blake3: *blake3::hash(data).as_bytes(),
+    }
 }
 
 #[test]
@@ -60,90 +73,83 @@ fn a_connection_writes_only_its_own_recording() {
     let mut b = IngestSession::new(ids[1]);
 
     // An entry must be added on the connection before it is used.
-    let e = a
-        .handle(
-            &mut s,
-            IngestRequest::OpenRecording {
-                run_offset: 0,
-                sample_entry_id: 1,
-            },
-        )
-        .unwrap_err();
+    let open1 = IngestRequest::OpenRecording {
+        run_offset: 0,
+        sample_entry_id: 1,
+    };
+    let e = a.handle(&mut s, open1).unwrap_err();
     assert!(
         e.to_string().contains("not added on this connection"),
         "{e}"
     );
     let (id, mut w) = add_entry_and_open(&mut s, &mut a);
-    b.handle(&mut s, add_entry(1)).unwrap();
     assert_eq!(id.stream(), ids[0]);
+    entry_id(&mut s, &mut b, 1);
 
     // A second open while growing is refused (even with an entry the connection added).
-    let entry = match a.handle(&mut s, add_entry(1)).unwrap().reply {
-        Some(IngestReply::SampleEntry { id }) => id,
-        r => panic!("expected a sample entry id, got {r:?}"),
+    let entry = entry_id(&mut s, &mut a, 1);
+    let again = IngestRequest::OpenRecording {
+        run_offset: 0,
+        sample_entry_id: entry,
     };
-    let e = a
-        .handle(
-            &mut s,
-            IngestRequest::OpenRecording {
-                run_offset: 0,
-                sample_entry_id: entry,
-            },
-        )
-        .unwrap_err();
+    let e = a.handle(&mut s, again).unwrap_err();
     assert!(e.to_string().contains("still growing"), "{e}");
 
     // b cannot report on or close a's recording, nor one it invents.
     for victim in [id, CompositeId::new(ids[1], 0)] {
-        let e = b
-            .handle(
-                &mut s,
-                IngestRequest::Progress {
-                    id: victim,
-                    samples: vec![],
-                    times: times(),
-                },
-            )
-            .unwrap_err();
+        let progress = IngestRequest::Progress {
+            id: victim,
+            samples: vec![],
+            times: times(),
+        };
+        let e = b.handle(&mut s, progress).unwrap_err();
+        assert!(e.to_string().contains("not this connection's"), "{e}");
+        let e = b.handle(&mut s, close(victim, b"x")).unwrap_err();
         assert!(e.to_string().contains("not this connection's"), "{e}");
     }
 
-    // a writes, reports, closes: accepted, then committed by the flush.
-    w.write(&[7u8; 100]).unwrap();
-    let sample = SampleReport {
-        pts_90k: 0,
-        bytes: 100,
-        is_key: true,
+    // a writes, reports, closes: the durability work, then accepted, then committed.
+    let data = [7u8; 100];
+    w.write(&data).unwrap();
+    let progress = IngestRequest::Progress {
+        id,
+        samples: vec![],
+        times: times(),
     };
-    assert!(
-        a.handle(
-            &mut s,
-            IngestRequest::Progress {
-                id,
-                samples: vec![sample],
-                times: times()
-            }
-        )
-        .unwrap()
-        .reply
-        .is_none(),
-        "progress is not acknowledged"
+    assert!(matches!(
+        a.handle(&mut s, progress).unwrap(),
+        Action::Nothing
+    ));
+    let Action::Save(p) = a.handle(&mut s, close(id, &data)).unwrap() else {
+        panic!("expected the save work");
+    };
+    assert!(a.busy(), "busy until the save concludes");
+    let result = p.run(&**s.dir());
+    assert_eq!(
+        a.saved(&mut s, id, result).unwrap(),
+        IngestReply::Accepted { id }
     );
-    let r = a
-        .handle(
-            &mut s,
-            IngestRequest::CloseRecording {
-                id,
-                samples: vec![],
-                last_sample_duration_90k: Some(3000),
-                times: times(),
-                end_reason: None,
-                writer_blake3: *blake3::hash(&[7u8; 100]).as_bytes(),
-            },
-        )
-        .unwrap();
-    assert_eq!(r.reply, Some(IngestReply::Accepted { id }));
+    assert!(!a.busy());
     assert_eq!(poll(&mut s).unwrap(), vec![id]);
+}
+
+#[test]
+fn only_one_close_is_outstanding_per_connection() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let (id1, mut w) = add_entry_and_open(&mut s, &mut a);
+    w.write(b"x").unwrap();
+    let Action::Save(p1) = a.handle(&mut s, close(id1, b"x")).unwrap() else {
+        panic!("expected the save work");
+    };
+    // While it is outstanding the next recording may grow, but not close.
+    let (id2, mut w) = add_entry_and_open(&mut s, &mut a);
+    w.write(b"y").unwrap();
+    let e = a.handle(&mut s, close(id2, b"y")).unwrap_err();
+    assert!(e.to_string().contains("still outstanding"), "{e}");
+    let result = p1.run(&**s.dir());
+    a.saved(&mut s, id1, result).unwrap();
 }
 
 #[test]
@@ -158,17 +164,19 @@ fn a_disconnected_connection_is_salvaged() {
         bytes: 500,
         is_key: true,
     }];
-    a.handle(
-        &mut s,
-        IngestRequest::Progress {
-            id,
-            samples,
-            times: times(),
-        },
-    )
-    .unwrap();
+    let progress = IngestRequest::Progress {
+        id,
+        samples,
+        times: times(),
+    };
+    a.handle(&mut s, progress).unwrap();
     drop(w);
-    a.disconnected(&mut s, "ingest disconnected").unwrap();
+    let p = a
+        .disconnected(&mut s, "ingest disconnected")
+        .unwrap()
+        .expect("something to salvage");
+    let result = p.run(&**s.dir());
+    s.finish_save(id, result).unwrap();
     poll(&mut s).unwrap();
     let rows = s.db().recordings(None).unwrap();
     assert_eq!((rows[0].id, rows[0].sample_file_bytes), (id, 500));
@@ -181,7 +189,7 @@ fn sample_entries_per_connection_are_limited() {
     let mut s = start(&env).unwrap();
     let mut a = IngestSession::new(ids[0]);
     for n in 0..MAX_SAMPLE_ENTRIES_PER_STREAM {
-        a.handle(&mut s, add_entry(n as u8)).unwrap();
+        entry_id(&mut s, &mut a, n as u8);
     }
     let e = a.handle(&mut s, add_entry(200)).unwrap_err();
     assert!(e.to_string().contains("sample entries"), "{e}");

@@ -506,3 +506,41 @@ fn a_salvaged_recording_within_a_run_starts_where_the_previous_ended() {
     assert_eq!(rows[1].start, end);
     assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
+
+#[test]
+fn a_file_grown_past_its_budget_is_rejected_at_the_next_report() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    let id = w.id;
+    tamper(&env, id, syncer::limits::MAX_UNREPORTED_BYTES + 200, b"x");
+    let e = w.report(&mut s).unwrap_err();
+    assert!(e.to_string().contains("past its budget"), "{e}");
+    poll(&mut s).unwrap();
+    assert!(sample_files(&env.fs).is_empty(), "discarded and removed");
+}
+
+#[test]
+fn pts_going_backwards_is_rejected_and_discards() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    let backwards = [protocol::messages::SampleReport {
+        pts_90k: 1,
+        bytes: 100,
+        is_key: false,
+    }];
+    let times = protocol::messages::RecordingTimes {
+        start: T0,
+        wall_duration_90k: 3000,
+        local_time_delta_90k: 0,
+    };
+    let e = s.progress(w.id, &backwards, times).unwrap_err();
+    assert!(e.to_string().contains("duration"), "{e}");
+    poll(&mut s).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+}

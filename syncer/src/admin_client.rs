@@ -1,0 +1,113 @@
+//! The client side of the admin socket, for the supervisor, the `nvr` command line and tests.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use protocol::messages::{
+    AdminReply, AdminRequest, Hello, ROLE_ADMIN, RecordingSummary, StatusReport,
+};
+use protocol::wire::{Conn, WireError};
+use thiserror::Error;
+
+use crate::layout::DataDir;
+use crate::server::socket_path;
+
+#[derive(Debug, Error)]
+pub enum AdminError {
+    #[error("cannot connect to the syncer at {path}: {source} (is `nvr run` active?)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("syncer admin connection: {0}")]
+    Wire(#[from] WireError),
+    #[error("the syncer refused: {0}")]
+    Refused(String),
+    #[error("the syncer answered {got} where {expected} was expected")]
+    Unexpected { got: String, expected: &'static str },
+}
+
+pub struct AdminClient {
+    conn: Conn,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient").finish_non_exhaustive()
+    }
+}
+
+impl AdminClient {
+    /// Connects to the syncer serving `data_dir` and says hello.
+    pub fn connect(data_dir: &DataDir) -> Result<AdminClient, AdminError> {
+        let path = socket_path(data_dir);
+        let stream =
+            UnixStream::connect(&path).map_err(|source| AdminError::Connect { path, source })?;
+        let mut conn = Conn::from(stream);
+        conn.send(&Hello::new(ROLE_ADMIN))?;
+        match conn.recv::<AdminReply>()? {
+            AdminReply::Ok => Ok(AdminClient { conn }),
+            AdminReply::Error { message } => Err(AdminError::Refused(message)),
+            other => Err(unexpected(other, "Ok")),
+        }
+    }
+
+    /// One request, one answer (refusals as `Err`).
+    pub fn request(&mut self, req: &AdminRequest) -> Result<AdminReply, AdminError> {
+        self.conn.send(req)?;
+        match self.conn.recv::<AdminReply>()? {
+            AdminReply::Error { message } => Err(AdminError::Refused(message)),
+            r => Ok(r),
+        }
+    }
+
+    /// A fresh connection bound to the stream, for its ingest's fd 3.
+    pub fn connect_ingest(&mut self, stream_name: &str) -> Result<OwnedFd, AdminError> {
+        self.conn.send(&AdminRequest::ConnectIngest {
+            stream_name: stream_name.to_owned(),
+        })?;
+        match self.conn.recv_with_optional_fd::<AdminReply>()? {
+            (AdminReply::IngestConnection, Some(fd)) => Ok(fd),
+            (AdminReply::Error { message }, None) => Err(AdminError::Refused(message)),
+            (other, _) => Err(unexpected(other, "IngestConnection with a descriptor")),
+        }
+    }
+
+    pub fn status(&mut self) -> Result<StatusReport, AdminError> {
+        match self.request(&AdminRequest::Status)? {
+            AdminReply::Status(s) => Ok(s),
+            other => Err(unexpected(other, "Status")),
+        }
+    }
+
+    pub fn recordings(
+        &mut self,
+        stream_name: Option<&str>,
+    ) -> Result<Vec<RecordingSummary>, AdminError> {
+        let req = AdminRequest::Recordings {
+            stream_name: stream_name.map(str::to_owned),
+        };
+        match self.request(&req)? {
+            AdminReply::Recordings(r) => Ok(r),
+            other => Err(unexpected(other, "Recordings")),
+        }
+    }
+
+    /// Asks for a graceful stop (as SIGTERM does).
+    pub fn shutdown(&mut self) -> Result<(), AdminError> {
+        match self.request(&AdminRequest::Shutdown)? {
+            AdminReply::Ok => Ok(()),
+            other => Err(unexpected(other, "Ok")),
+        }
+    }
+}
+
+fn unexpected(got: AdminReply, expected: &'static str) -> AdminError {
+    let got = format!("{got:?}");
+    AdminError::Unexpected {
+        got: got.chars().take(80).collect(),
+        expected,
+    }
+}

@@ -1,0 +1,78 @@
+//! `nvr-syncer`: the privileged daemon of one data dir. See `syncer::server`.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use syncer::layout::DataDir;
+use syncer::server::{ServeOptions, serve};
+
+/// The syncer of an nvr data dir: the only process that opens its database and creates,
+/// fsyncs, hashes and deletes its sample files. Normally started by `nvr run`.
+///
+/// It runs recovery, then serves the admin socket `<data-dir>/syncer.sock` (its own uid and
+/// root only) and the ingest connections it brokers there, until SIGTERM or SIGINT (a second
+/// signal stops waiting for ingests). Exit status: 0 after a clean stop, 1 on an error (the
+/// supervisor restarts it; recovery makes the data dir consistent first).
+#[derive(Debug, Parser)]
+#[command(name = "nvr-syncer", version)]
+struct Args {
+    /// The data dir (made by `nvr init`).
+    #[arg(long, env = "NVR_DATA_DIR", default_value = "./nvr-data")]
+    data_dir: PathBuf,
+
+    /// Write "ready\n" to this inherited descriptor, then close it, once recovery is done and
+    /// the admin socket listens.
+    #[arg(long)]
+    ready_fd: Option<i32>,
+
+    /// Seconds a graceful stop waits for ingests to close their recordings.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace_sec: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let _span = tracing::info_span!("nvr-syncer").entered();
+    let ready_fd = match args.ready_fd {
+        Some(fd) if fd < 3 => {
+            eprintln!(
+                "nvr-syncer: --ready-fd {fd} is a standard stream; give an inherited descriptor >= 3"
+            );
+            return ExitCode::from(2);
+        }
+        // SAFETY: the descriptor is inherited for exactly this purpose and used only here.
+        Some(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        None => None,
+    };
+    let opts = ServeOptions {
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_sec),
+        ..Default::default()
+    };
+    let data_dir = DataDir::new(&args.data_dir);
+    let result = serve(&data_dir, opts, move || {
+        if let Some(fd) = ready_fd {
+            let mut f = std::fs::File::from(fd);
+            if let Err(e) = f.write_all(b"ready\n") {
+                tracing::warn!(error = %e, "could not signal readiness");
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(data_dir = %args.data_dir.display(), error = %e, "nvr-syncer failed");
+            eprintln!("nvr-syncer: {}: {e}", args.data_dir.display());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,769 @@
+//! The `nvr-syncer` daemon: one [`Syncer`] served to ingest connections and the admin socket.
+//!
+//! Threads, and what each may block on:
+//!
+//! - **core** (the caller of [`serve`]): owns the [`Syncer`], and with it SQLite. Every state
+//!   change happens here, one [`Event`] at a time; it never waits on a peer or on a slow disk
+//!   operation of a recording (only on a quick create, an SQLite COMMIT and the unlinks of gc).
+//! - **per-stream workers**: run a close's or a salvage's [`PendingSave::run`] (fstat, fsync,
+//!   dir fsync, hash, truncate), so one stream's slow or failing disk never delays another's.
+//! - **per ingest connection**: a reader that decodes requests (nothing else: a bad frame or
+//!   a descriptor where none is expected ends the connection), and a writer that drains a
+//!   bounded queue of answers; an ingest that does not read its answers is dropped rather than
+//!   allowed to stall the core.
+//! - **admin**: an accept loop on `<data-dir>/syncer.sock` and one thread per admin client,
+//!   refused unless its uid (`SO_PEERCRED`) is the syncer's own or root.
+//! - **signals**: SIGTERM / SIGINT start a graceful stop.
+//!
+//! A graceful stop refuses new opens, waits (at most [`ServeOptions::shutdown_grace`]) for
+//! the ingests to close their recordings, salvages what is still growing, flushes, collects
+//! garbage and returns. A fatal error (a failed directory fsync, a state bug) returns an
+//! error at once: the supervisor restarts the syncer, whose recovery makes everything
+//! consistent again.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::time::Instant;
+
+use protocol::CompositeId;
+use protocol::clock::{Clock, RealClock};
+use protocol::messages::{
+    AdminReply, AdminRequest, Hello, HelloReply, IngestReply, IngestRequest, PROTOCOL_VERSION,
+    ROLE_ADMIN, ROLE_INGEST, RecordingSummary, StatusReport, StreamStatus,
+};
+use protocol::wire::{self, Conn, WireError};
+use tracing::{debug, error, info, warn};
+
+use crate::db::{Database, RecordingToInsert};
+use crate::durability::{PendingSave, SaveFailure};
+use crate::error::Error;
+use crate::fs::RealDir;
+use crate::ingest_session::{Action, IngestSession};
+use crate::layout::DataDir;
+use crate::store::{Committed, Syncer, SyncerOptions};
+
+/// The admin socket's file name in the data dir.
+pub const SOCKET_FILE_NAME: &str = "syncer.sock";
+
+/// Answers queued for one ingest connection before it counts as not reading them.
+pub const OUTGOING_QUEUE_LEN: usize = 256;
+
+/// Longest the core waits for an event before checking planned flushes and the stop.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub syncer: SyncerOptions,
+    /// How long a graceful stop waits for ingests to close their recordings.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            syncer: SyncerOptions::default(),
+            shutdown_grace: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The admin socket's path for a data dir.
+pub fn socket_path(data_dir: &DataDir) -> PathBuf {
+    data_dir.root.join(SOCKET_FILE_NAME)
+}
+
+type ConnId = u64;
+
+enum Event {
+    Hello {
+        conn: ConnId,
+        hello: Hello,
+    },
+    Ingest {
+        conn: ConnId,
+        req: IngestRequest,
+    },
+    Gone {
+        conn: ConnId,
+        why: String,
+    },
+    Saved {
+        conn: ConnId,
+        id: CompositeId,
+        /// A salvage (no one to answer) rather than a close.
+        salvage: bool,
+        result: Result<RecordingToInsert, SaveFailure>,
+    },
+    Admin {
+        req: AdminRequest,
+        reply: Sender<(AdminReply, Option<OwnedFd>)>,
+    },
+    /// A graceful stop; a second one cuts the grace period short.
+    Stop {
+        why: String,
+    },
+}
+
+enum Outgoing {
+    Hello(HelloReply),
+    Reply(IngestReply, Option<OwnedFd>),
+}
+
+struct Connection {
+    session: IngestSession,
+    out: SyncSender<Outgoing>,
+    /// Answered the hello: only then may `Committed` be pushed.
+    greeted: bool,
+}
+
+struct Job {
+    conn: ConnId,
+    salvage: bool,
+    pending: PendingSave<std::fs::File>,
+}
+
+/// Runs the daemon on `data_dir` until a graceful stop completes (`Ok`) or a fatal error.
+/// `ready` is called once recovery is done and the admin socket listens.
+pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Result<(), Error> {
+    let dir = Arc::new(data_dir.lock_sample_dir()?);
+    let db = Database::open(&data_dir.db_path())?;
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let (syncer, report) = Syncer::start(dir.clone(), db, clock.clone(), opts.syncer.clone())?;
+    info!(
+        abandoned = report.abandoned.len(),
+        unknown_stream_files = report.unknown_stream_files.len(),
+        orphans = report.orphans.len(),
+        "recovery done"
+    );
+
+    // The dir lock is held, so no other syncer can own this socket: a leftover is stale.
+    let path = socket_path(data_dir);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(Error::io("remove stale socket", path.display(), e));
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path).map_err(|e| Error::io("bind", path.display(), e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("chmod", path.display(), e))?;
+    }
+
+    let (tx, rx) = mpsc::channel();
+    spawn_named("admin-accept", {
+        let tx = tx.clone();
+        move || accept_admin(listener, tx)
+    });
+    spawn_named("signals", {
+        let tx = tx.clone();
+        move || watch_signals(tx)
+    });
+    info!(socket = %path.display(), "ready");
+    ready();
+
+    let mut core = Core {
+        clock,
+        syncer,
+        dir,
+        tx,
+        conns: HashMap::new(),
+        by_stream: HashMap::new(),
+        workers: HashMap::new(),
+        next_conn: 1,
+        jobs_in_flight: 0,
+        stop: None,
+        grace: opts.shutdown_grace,
+    };
+    core.run(rx)
+}
+
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawning a thread");
+}
+
+/// Where a graceful stop stands.
+#[derive(Clone, Copy, Debug)]
+enum Stopping {
+    /// Waiting until this instant for ingests to close their recordings.
+    Grace(Instant),
+    /// Connections dropped; waiting for their salvages.
+    Draining,
+}
+
+struct Core {
+    /// The clock the syncer plans flushes with.
+    clock: Arc<dyn Clock>,
+    syncer: Syncer<RealDir>,
+    dir: Arc<RealDir>,
+    tx: Sender<Event>,
+    conns: HashMap<ConnId, Connection>,
+    by_stream: HashMap<i32, ConnId>,
+    workers: HashMap<i32, Sender<Job>>,
+    next_conn: ConnId,
+    jobs_in_flight: usize,
+    stop: Option<Stopping>,
+    grace: std::time::Duration,
+}
+
+impl Core {
+    fn run(&mut self, rx: Receiver<Event>) -> Result<(), Error> {
+        loop {
+            let timeout = match self.syncer.next_deadline() {
+                Some(d) => {
+                    let left = d - self.syncer_now();
+                    left.to_std().unwrap_or_default().min(TICK)
+                }
+                None => TICK,
+            };
+            match rx.recv_timeout(timeout) {
+                Ok(ev) => self.handle(ev)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    unreachable!("the core holds a sender")
+                }
+            }
+            if self.syncer.flush_due() {
+                let c = self.syncer.poll()?;
+                self.push_committed(c);
+            }
+            if self.advance_stop() {
+                let c = self.syncer.shutdown()?;
+                self.push_committed(c);
+                info!("stopped cleanly");
+                return Ok(());
+            }
+        }
+    }
+
+    fn syncer_now(&self) -> protocol::Time {
+        self.clock.monotonic()
+    }
+
+    /// Moves a graceful stop along; true when it is time to flush and return.
+    fn advance_stop(&mut self) -> bool {
+        match self.stop {
+            None => false,
+            Some(Stopping::Grace(until)) => {
+                let idle =
+                    self.jobs_in_flight == 0 && self.conns.values().all(|c| !c.session.busy());
+                if idle || Instant::now() >= until {
+                    if !idle {
+                        warn!("grace period over; salvaging what is still being written");
+                    }
+                    let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+                    for id in ids {
+                        self.drop_conn(id, "syncer shutdown");
+                    }
+                    self.stop = Some(Stopping::Draining);
+                }
+                false
+            }
+            Some(Stopping::Draining) => self.jobs_in_flight == 0,
+        }
+    }
+
+    fn begin_stop(&mut self, why: &str) {
+        if self.stop.is_none() {
+            info!(
+                why,
+                "stopping: no new recordings; waiting for ingests to close theirs"
+            );
+            self.syncer.stop_flag().store(true, Ordering::SeqCst);
+            self.stop = Some(Stopping::Grace(Instant::now() + self.grace));
+        }
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), Error> {
+        match ev {
+            Event::Hello { conn, hello } => self.hello(conn, hello),
+            Event::Ingest { conn, req } => self.ingest_request(conn, req)?,
+            Event::Gone { conn, why } => {
+                if self.conns.contains_key(&conn) {
+                    info!(conn, %why, "ingest connection ended");
+                    self.drop_conn(conn, &format!("ingest connection ended: {why}"));
+                }
+            }
+            Event::Saved {
+                conn,
+                id,
+                salvage,
+                result,
+            } => {
+                self.jobs_in_flight -= 1;
+                self.saved(conn, id, salvage, result)?;
+            }
+            Event::Admin { req, reply } => {
+                let answer = self.admin(req);
+                // The admin thread may be gone (its client hung up); nothing to do then.
+                let _ = reply.send(answer);
+            }
+            Event::Stop { why } => match self.stop {
+                None => self.begin_stop(&why),
+                Some(Stopping::Grace(_)) => {
+                    info!(why, "asked again: not waiting for ingests any longer");
+                    self.stop = Some(Stopping::Grace(Instant::now()));
+                }
+                Some(Stopping::Draining) => {}
+            },
+        }
+        Ok(())
+    }
+
+    fn hello(&mut self, conn: ConnId, hello: Hello) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let stream_id = c.session.stream_id();
+        let Some(row) = self
+            .syncer
+            .stream_rows()
+            .into_iter()
+            .find(|r| r.id == stream_id)
+        else {
+            return;
+        };
+        let reply = HelloReply {
+            protocol_version: PROTOCOL_VERSION,
+            stream_id,
+            stream_name: row.name,
+            rotate_sec: row.config.rotate_sec,
+        };
+        let problem = match wire::check_version(hello.protocol_version) {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if hello.role != ROLE_INGEST => Some(format!(
+                "role {:?} on an ingest connection, expected {ROLE_INGEST:?}",
+                hello.role
+            )),
+            Ok(()) => None,
+        };
+        // Answered whatever the version, so both sides can name both versions.
+        let _ = c.out.try_send(Outgoing::Hello(reply));
+        c.greeted = problem.is_none();
+        if let Some(p) = problem {
+            warn!(conn, problem = %p, "ingest hello refused");
+            self.drop_conn(conn, "hello refused");
+        }
+    }
+
+    fn ingest_request(&mut self, conn: ConnId, req: IngestRequest) -> Result<(), Error> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(()); // A connection already dropped: its late requests are ignored.
+        };
+        if !c.greeted {
+            self.refuse(conn, "request before the hello".to_owned());
+            return Ok(());
+        }
+        match c.session.handle(&mut self.syncer, req) {
+            Ok(Action::Reply(reply)) => self.send(conn, reply, None),
+            Ok(Action::Opened(id, file)) => {
+                self.send(conn, IngestReply::Opened { id }, Some(OwnedFd::from(file)))
+            }
+            Ok(Action::Save(pending)) => self.dispatch(conn, false, pending),
+            Ok(Action::Nothing) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => self.refuse(conn, e.to_string()),
+        }
+        Ok(())
+    }
+
+    fn saved(
+        &mut self,
+        conn: ConnId,
+        id: CompositeId,
+        salvage: bool,
+        result: Result<RecordingToInsert, SaveFailure>,
+    ) -> Result<(), Error> {
+        let outcome = match (salvage, self.conns.get_mut(&conn)) {
+            (false, Some(c)) => c.session.saved(&mut self.syncer, id, result),
+            _ => self
+                .syncer
+                .finish_save(id, result)
+                .map(|()| IngestReply::Accepted { id }),
+        };
+        match outcome {
+            Ok(reply) if !salvage => self.send(conn, reply, None),
+            Ok(_) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            // Not the ingest's fault: it may go on with its next recording.
+            Err(e @ Error::SyncFailed { .. }) if !salvage => self.send(
+                conn,
+                IngestReply::Error {
+                    message: e.to_string(),
+                    fatal: false,
+                },
+                None,
+            ),
+            Err(e) if !salvage => self.refuse(conn, e.to_string()),
+            Err(e) => warn!(recording = %id, error = %e, "salvage failed; recording discarded"),
+        }
+        Ok(())
+    }
+
+    /// Answers `message` as a fatal error and drops the connection.
+    fn refuse(&mut self, conn: ConnId, message: String) {
+        warn!(conn, %message, "dropping ingest connection");
+        self.send(
+            conn,
+            IngestReply::Error {
+                message: message.clone(),
+                fatal: true,
+            },
+            None,
+        );
+        self.drop_conn(conn, &message);
+    }
+
+    fn send(&mut self, conn: ConnId, reply: IngestReply, fd: Option<OwnedFd>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match c.out.try_send(Outgoing::Reply(reply, fd)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.drop_conn(conn, "ingest is not reading its answers");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.drop_conn(conn, "ingest connection's writer ended");
+            }
+        }
+    }
+
+    fn push_committed(&mut self, committed: Vec<Committed>) {
+        for c in committed {
+            let Some(&conn) = self.by_stream.get(&c.stream_id) else {
+                continue;
+            };
+            if self.conns.get(&conn).is_some_and(|x| x.greeted) {
+                self.send(conn, IngestReply::Committed { ids: c.ids }, None);
+            }
+        }
+    }
+
+    /// Forgets a connection: its writer drains what is queued then shuts the socket (which
+    /// ends the reader), and what it was writing is salvaged.
+    fn drop_conn(&mut self, conn: ConnId, why: &str) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let stream = c.session.stream_id();
+        if self.by_stream.get(&stream) == Some(&conn) {
+            self.by_stream.remove(&stream);
+        }
+        match c.session.disconnected(&mut self.syncer, why) {
+            Ok(Some(pending)) => self.dispatch(conn, true, pending),
+            Ok(None) => {}
+            Err(e) => error!(conn, error = %e, "could not salvage"),
+        }
+    }
+
+    /// Hands durability work to the stream's worker, starting it on first use.
+    fn dispatch(&mut self, conn: ConnId, salvage: bool, pending: PendingSave<std::fs::File>) {
+        let stream = pending.id().stream();
+        let worker = self.workers.entry(stream).or_insert_with(|| {
+            let (jtx, jrx) = mpsc::channel::<Job>();
+            let dir = self.dir.clone();
+            let tx = self.tx.clone();
+            spawn_named(&format!("stream-{stream}"), move || {
+                for job in jrx {
+                    let id = job.pending.id();
+                    let result = job.pending.run(&*dir);
+                    let ev = Event::Saved {
+                        conn: job.conn,
+                        id,
+                        salvage: job.salvage,
+                        result,
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            });
+            jtx
+        });
+        worker
+            .send(Job {
+                conn,
+                salvage,
+                pending,
+            })
+            .expect("stream workers live as long as the core");
+        self.jobs_in_flight += 1;
+    }
+
+    fn admin(&mut self, req: AdminRequest) -> (AdminReply, Option<OwnedFd>) {
+        let error = |message: String| (AdminReply::Error { message }, None);
+        match req {
+            AdminRequest::ConnectIngest { stream_name } => {
+                if self.stop.is_some() {
+                    return error("the syncer is shutting down".to_owned());
+                }
+                let Some(row) = self
+                    .syncer
+                    .stream_rows()
+                    .into_iter()
+                    .find(|r| r.name == stream_name)
+                else {
+                    return error(format!("no camera named {stream_name:?}"));
+                };
+                match self.connect_ingest(row.id) {
+                    Ok(fd) => (AdminReply::IngestConnection, Some(fd)),
+                    Err(e) => error(format!("connection for {stream_name:?}: {e}")),
+                }
+            }
+            AdminRequest::Status => (AdminReply::Status(self.status()), None),
+            AdminRequest::Recordings { stream_name } => match self.recordings(stream_name) {
+                Ok(r) => (AdminReply::Recordings(r), None),
+                Err(e) => error(e.to_string()),
+            },
+            AdminRequest::Shutdown => {
+                self.begin_stop("asked on the admin socket");
+                (AdminReply::Ok, None)
+            }
+        }
+    }
+
+    /// Makes a socketpair bound to `stream`, taking over from its previous connection.
+    fn connect_ingest(&mut self, stream: i32) -> io::Result<OwnedFd> {
+        if let Some(&old) = self.by_stream.get(&stream) {
+            info!(
+                stream,
+                "closing the previous connection of the stream (takeover)"
+            );
+            self.drop_conn(old, "taken over by a new connection");
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (out_tx, out_rx) = mpsc::sync_channel(OUTGOING_QUEUE_LEN);
+        let writer = Conn::from(ours.try_clone()?);
+        let shutdown = ours.try_clone()?;
+        spawn_named(&format!("ingest-{conn}-out"), move || {
+            write_ingest(writer, out_rx);
+            let _ = shutdown.shutdown(std::net::Shutdown::Both);
+        });
+        let tx = self.tx.clone();
+        spawn_named(&format!("ingest-{conn}-in"), move || {
+            read_ingest(conn, Conn::from(ours), tx)
+        });
+        self.conns.insert(
+            conn,
+            Connection {
+                session: IngestSession::new(stream),
+                out: out_tx,
+                greeted: false,
+            },
+        );
+        self.by_stream.insert(stream, conn);
+        debug!(stream, conn, "ingest connection brokered");
+        Ok(OwnedFd::from(theirs))
+    }
+
+    fn status(&self) -> StatusReport {
+        let streams = self
+            .syncer
+            .stream_rows()
+            .into_iter()
+            .map(|r| {
+                let s = self
+                    .syncer
+                    .stream_summary(r.id)
+                    .expect("rows and summaries agree");
+                StreamStatus {
+                    id: r.id,
+                    name: r.name,
+                    committed_recordings: s.committed_recordings as u64,
+                    committed_bytes: s.committed_bytes,
+                    retain_bytes: r.config.retain_bytes,
+                    newest_committed: s.newest_committed,
+                    growing: s.growing,
+                }
+            })
+            .collect();
+        StatusReport { streams }
+    }
+
+    fn recordings(&self, stream_name: Option<String>) -> Result<Vec<RecordingSummary>, Error> {
+        let rows = self.syncer.stream_rows();
+        let filter = match &stream_name {
+            None => None,
+            Some(n) => Some(
+                rows.iter()
+                    .find(|r| &r.name == n)
+                    .ok_or_else(|| Error::Rejected {
+                        stream: -1,
+                        reason: format!("no camera named {n:?}"),
+                    })?
+                    .id,
+            ),
+        };
+        let names: HashMap<i32, String> = rows.into_iter().map(|r| (r.id, r.name)).collect();
+        Ok(self
+            .syncer
+            .db()
+            .recordings(filter)?
+            .into_iter()
+            .map(|r| RecordingSummary {
+                id: r.id,
+                stream_name: names.get(&r.id.stream()).cloned().unwrap_or_default(),
+                start: r.start,
+                wall_duration_90k: r.wall_duration_90k,
+                media_duration_90k: r.media_duration_90k,
+                sample_file_bytes: r.sample_file_bytes,
+                video_samples: r.video_samples,
+                video_sync_samples: r.video_sync_samples,
+                run_offset: r.run_offset,
+                flags: r.flags,
+                end_reason: r.end_reason,
+                blake3: r.blake3,
+            })
+            .collect())
+    }
+}
+
+/// Reads an ingest connection: its hello, then requests, until it ends.
+fn read_ingest(conn: ConnId, mut c: Conn, tx: Sender<Event>) {
+    let why = match c.recv::<Hello>() {
+        Err(e) => e.to_string(),
+        Ok(hello) => {
+            if tx.send(Event::Hello { conn, hello }).is_err() {
+                return;
+            }
+            loop {
+                match c.recv::<IngestRequest>() {
+                    Ok(req) => {
+                        if tx.send(Event::Ingest { conn, req }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(WireError::Closed) => break "closed by the ingest".to_owned(),
+                    Err(e) => break e.to_string(),
+                }
+            }
+        }
+    };
+    let _ = tx.send(Event::Gone { conn, why });
+}
+
+/// Sends queued answers until the core drops the queue or the socket fails.
+fn write_ingest(mut c: Conn, rx: Receiver<Outgoing>) {
+    for out in rx {
+        let r = match &out {
+            Outgoing::Hello(h) => c.send(h),
+            Outgoing::Reply(reply, Some(fd)) => c.send_with_fd(reply, std::os::fd::AsFd::as_fd(fd)),
+            Outgoing::Reply(reply, None) => c.send(reply),
+        };
+        if let Err(e) = r {
+            debug!(error = %e, "ingest connection write failed");
+            return;
+        }
+    }
+}
+
+fn accept_admin(listener: UnixListener, tx: Sender<Event>) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(s) => {
+                let tx = tx.clone();
+                spawn_named("admin", move || {
+                    if let Err(e) = serve_admin(s, tx) {
+                        debug!(error = %e, "admin client ended");
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "accept on the admin socket failed"),
+        }
+    }
+}
+
+/// Serves one admin client: uid check, hello, then requests until it hangs up.
+fn serve_admin(stream: UnixStream, tx: Sender<Event>) -> Result<(), WireError> {
+    let uid = wire::peer_uid(&stream)?;
+    let own = nix::unistd::geteuid().as_raw();
+    let mut c = Conn::from(stream);
+    if uid != own && uid != 0 {
+        warn!(
+            uid,
+            "admin connection from a uid that is not allowed refused"
+        );
+        c.send(&AdminReply::Error {
+            message: format!(
+                "uid {uid} may not use this syncer's admin socket (only {own} and root)"
+            ),
+        })?;
+        return Ok(());
+    }
+    let hello: Hello = c.recv()?;
+    if let Err(e) = wire::check_version(hello.protocol_version) {
+        c.send(&AdminReply::Error {
+            message: e.to_string(),
+        })?;
+        return Err(e);
+    }
+    if hello.role != ROLE_ADMIN {
+        c.send(&AdminReply::Error {
+            message: format!(
+                "role {:?} on the admin socket, expected {ROLE_ADMIN:?}",
+                hello.role
+            ),
+        })?;
+        return Ok(());
+    }
+    c.send(&AdminReply::Ok)?;
+    loop {
+        let req: AdminRequest = match c.recv() {
+            Ok(r) => r,
+            Err(WireError::Closed) => return Ok(()),
+            Err(e) => {
+                // Garbage: say why, then hang up.
+                let _ = c.send(&AdminReply::Error {
+                    message: e.to_string(),
+                });
+                return Err(e);
+            }
+        };
+        let (rtx, rrx) = mpsc::channel();
+        if tx.send(Event::Admin { req, reply: rtx }).is_err() {
+            return Ok(());
+        }
+        let Ok((reply, fd)) = rrx.recv() else {
+            return Ok(());
+        };
+        match fd {
+            Some(fd) => c.send_with_fd(&reply, std::os::fd::AsFd::as_fd(&fd))?,
+            None => c.send(&reply)?,
+        }
+    }
+}
+
+fn watch_signals(tx: Sender<Event>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot watch signals");
+            return;
+        }
+    };
+    for sig in signals.forever() {
+        let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
+        if tx
+            .send(Event::Stop {
+                why: format!("{name} received"),
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
