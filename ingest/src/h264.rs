@@ -504,6 +504,11 @@ pub struct Sps {
     pub width: u16,
     /// Displayed height in pixels, after cropping.
     pub height: u16,
+    /// Duration of one frame in 90 kHz ticks from the VUI timing information:
+    /// `2 * num_units_in_tick / time_scale` seconds (H.264 E.2.1: a frame is two ticks),
+    /// rounded to the nearest tick. `None` when the SPS carries no timing information, or
+    /// timing that gives no frame duration from 1 tick to `i32::MAX` ticks.
+    pub frame_duration_90k: Option<u32>,
 }
 
 impl Sps {
@@ -577,8 +582,23 @@ fn parse_sps(nal: &NalUnit<'_>) -> Result<(Sps, SeqParameterSet), H264Error> {
         frame_mbs_only: matches!(full.frame_mbs_flags, FrameMbsFlags::Frames),
         width,
         height,
+        frame_duration_90k: frame_duration_90k(&full),
     };
     Ok((sps, full))
+}
+
+/// The frame duration an SPS's VUI timing information gives; see [`Sps::frame_duration_90k`].
+fn frame_duration_90k(sps: &SeqParameterSet) -> Option<u32> {
+    let timing = sps.vui_parameters.as_ref()?.timing_info.as_ref()?;
+    if timing.num_units_in_tick == 0 || timing.time_scale == 0 {
+        return None;
+    }
+    // 2 * 90_000 * u32::MAX fits a u64 with room for the rounding term.
+    let scale = u64::from(timing.time_scale);
+    let ticks = (2 * 90_000 * u64::from(timing.num_units_in_tick) + scale / 2) / scale;
+    u32::try_from(ticks)
+        .ok()
+        .filter(|&t| t > 0 && t <= i32::MAX as u32)
 }
 
 /// Parses a PPS NAL unit against its SPS, returning its `pic_parameter_set_id`. Parsing it
@@ -647,6 +667,30 @@ impl SampleEntry {
     /// The `AVCDecoderConfigurationRecord`: the payload of the `avcC` box inside [`Self::data`].
     pub fn avc_decoder_configuration_record(&self) -> &[u8] {
         &self.data[VISUAL_SAMPLE_ENTRY_BYTES + BOX_HEADER_BYTES..]
+    }
+
+    /// Parses the SPS held in the `avcC` record, e.g. for its [`Sps::frame_duration_90k`].
+    ///
+    /// Entries this module builds always hold one; an entry put together by hand that does
+    /// not is [`H264Error::Truncated`] or [`H264Error::Malformed`], with offsets into the
+    /// record.
+    pub fn sps(&self) -> Result<Sps, H264Error> {
+        const SPS_LENGTH_AT: usize = 6;
+        let record = self
+            .data
+            .get(VISUAL_SAMPLE_ENTRY_BYTES + BOX_HEADER_BYTES..)
+            .unwrap_or_default();
+        let truncated = H264Error::Truncated {
+            offset: 0,
+            what: "avcC record",
+        };
+        let len_bytes = record
+            .get(SPS_LENGTH_AT..SPS_LENGTH_AT + 2)
+            .ok_or(truncated.clone())?;
+        let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
+        let start = SPS_LENGTH_AT + 2;
+        let sps = record.get(start..start + len).ok_or(truncated)?;
+        Sps::parse(NalUnit::new(start, sps)?)
     }
 }
 

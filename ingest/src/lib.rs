@@ -7,9 +7,18 @@
 //! does not depend on the syncer crate), no path in the sample directory, only the connection
 //! it was started with and the descriptors received over it.
 //!
-//! This increment provides the H.264 parsing that the `file:PATH` source needs ([`h264`]):
-//! Annex B byte streams into NAL units, the SPS into dimensions and an RFC 6381 codec string,
-//! the `avc1`/`avcC` sample entry an `.mp4` needs, and access units into length-prefixed frames
-//! with key-frame flags. The sources, the writer state machine and the syncer client follow.
+//! The pipeline, one module each:
+//!
+//! - [`source`]: a source URL (`file:`, `synthetic:`) becomes paced [`source::Frame`]s with
+//!   pts, local time and sample entry; [`h264`] parses the Annex B files.
+//! - [`writer`]: the state machine that turns frames into recordings: time model, rotation,
+//!   progress reports, closes, write retries. It talks to the syncer through the
+//!   [`writer::SyncerLink`] trait.
+//! - [`client`]: the [`writer::SyncerLink`] over the brokered socket.
+//!
+//! The `nvr-ingest` binary wires them together, with signals and exit statuses.
 
+pub mod client;
 pub mod h264;
+pub mod source;
+pub mod writer;

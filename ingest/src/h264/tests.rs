@@ -693,3 +693,33 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+// ---- frame timing ----------------------------------------------------------------------------
+
+#[test]
+fn shipped_clip_sps_gives_30_fps_frame_duration() {
+    let clip = parse_clip(CLIP).unwrap();
+    let sps = clip.sample_entries[0].sps().unwrap();
+    assert_eq!((sps.width, sps.height), (320, 240));
+    // x264 writes VUI timing num_units_in_tick = 1, time_scale = 60: two ticks a frame.
+    assert_eq!(sps.frame_duration_90k, Some(3000));
+}
+
+#[test]
+fn sps_without_vui_timing_has_no_frame_duration() {
+    let sps = Sps::parse(NalUnit::new(0, &high_sps_with_scaling_lists()).unwrap()).unwrap();
+    assert_eq!(sps.frame_duration_90k, None);
+}
+
+#[test]
+fn sample_entry_without_an_sps_is_truncated() {
+    let mut entry = parse_clip(CLIP).unwrap().sample_entries[0].clone();
+    entry
+        .data
+        .truncate(VISUAL_SAMPLE_ENTRY_BYTES + BOX_HEADER_BYTES + 7);
+    assert!(
+        matches!(entry.sps(), Err(H264Error::Truncated { .. })),
+        "{:?}",
+        entry.sps()
+    );
+}

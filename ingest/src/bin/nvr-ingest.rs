@@ -1,0 +1,257 @@
+//! `nvr-ingest`: records one camera stream into the sample files the syncer hands it over the
+//! connection on fd 3. Started by the supervisor (`nvr run`), one process per camera; see
+//! `--help` for the command line and the exit statuses.
+
+use std::io::IsTerminal;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ingest::client::Client;
+use ingest::source::{Source, SourceError};
+use ingest::writer::{
+    DEFAULT_ACCEPT_TIMEOUT, LinkError, MAX_ROTATE_SEC, Writer, WriterConfig, WriterError,
+    end_reason,
+};
+use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+use protocol::{Clock, Conn, RealClock, WireError};
+use tracing::{error, info, info_span, warn};
+
+/// The descriptor of the syncer connection.
+const SYNCER_FD: RawFd = 3;
+
+/// How long a shutdown waits for the syncer to accept the last close.
+const SHUTDOWN_ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
+/// Exit statuses (also in `--help`).
+mod status {
+    /// Usage or configuration error: bad arguments or source URL, fd 3 not a Unix stream
+    /// socket, protocol version mismatch. Restarting the same way will fail the same way.
+    pub const USAGE: u8 = 2;
+    /// The syncer connection was lost: end of file, socket or framing error, a fatal error
+    /// from the syncer, a refused request, a close not accepted in time.
+    pub const CONNECTION_LOST: u8 = 3;
+    /// The source failed: its file is missing or not H.264, or it produced frames the writer
+    /// refuses (pts not increasing, ...).
+    pub const SOURCE: u8 = 4;
+    /// Writing a sample file failed with an error that is not transient; the recording was
+    /// abandoned to the syncer's salvage.
+    pub const WRITE: u8 = 5;
+}
+
+const AFTER_HELP: &str = "\
+The syncer connection:
+  nvr-ingest talks to the syncer only over file descriptor 3, a connected Unix stream socket
+  that the syncer brokered for this camera's stream (the supervisor passes it). It is given no
+  path in the sample directory and opens no database: the syncer hands it a write-only
+  descriptor for each recording.
+
+Exit statuses:
+  0  shut down on SIGTERM or SIGINT: the growing recording was closed (end reason
+     \"shutdown\") and its acceptance awaited up to 10 s; or a write was abandoned by the
+     shutdown, which the syncer salvages
+  2  usage or configuration error: bad arguments or source URL, fd 3 not a connected Unix
+     stream socket, protocol version mismatch with the syncer
+  3  syncer connection lost (end of file, socket or framing error, fatal error from the
+     syncer, refused request, close not accepted in time): restart with a fresh connection
+  4  source error: the source file is missing or not H.264, or the source produced frames
+     that cannot be recorded (the recording is closed with end reason \"source-error\")
+  5  writing a sample file failed permanently; the syncer salvages the recording
+
+Logs go to stderr, each line naming the camera; RUST_LOG sets the filter (default info).";
+
+/// Records one camera stream into sample files handed over by the syncer on fd 3.
+#[derive(Debug, Parser)]
+#[command(name = "nvr-ingest", version, after_help = AFTER_HELP)]
+struct Args {
+    /// The camera (stream) name, shown in every log line.
+    #[arg(long, value_name = "NAME")]
+    camera: String,
+
+    /// Where frames come from: `file:PATH[?speed=N|max][&fps=F]` (H.264 Annex B, looped,
+    /// real time unless `speed` says otherwise; `fps` applies when the SPS has no timing) or
+    /// `synthetic:[?fps=F][&bitrate=BITS][&gop=N][&speed=N|max]` (generated frames).
+    #[arg(long, value_name = "URL")]
+    source: String,
+
+    /// Rotate to a new recording at the first key frame this many seconds of media into the
+    /// current one; overrides the syncer's setting for the stream.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ROTATE_SEC)))]
+    rotate_sec: Option<u32>,
+}
+
+/// Why the process exits with a nonzero status.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: u8, message: impl std::fmt::Display) -> Self {
+        Failure {
+            status,
+            message: message.to_string(),
+        }
+    }
+
+    fn link(e: LinkError) -> Self {
+        let status = match e {
+            LinkError::Handshake(WireError::VersionMismatch { .. }) => status::USAGE,
+            _ => status::CONNECTION_LOST,
+        };
+        Failure::new(status, e)
+    }
+
+    fn source(e: SourceError) -> Self {
+        let status = match e {
+            SourceError::BadUrl { .. } => status::USAGE,
+            _ => status::SOURCE,
+        };
+        Failure::new(status, e)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let span = info_span!("nvr-ingest", camera = %args.camera);
+    let _entered = span.enter();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            error!(status = f.status, "{}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    // First, before anything else can open a descriptor that lands on 3.
+    let conn = syncer_connection()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
+            Failure::new(status::USAGE, format!("cannot handle signal {signal}: {e}"))
+        })?;
+    }
+    let client = Client::connect(conn).map_err(Failure::link)?;
+    let hello = client.hello().clone();
+    info!(
+        stream_id = hello.stream_id,
+        stream = %hello.stream_name,
+        rotate_sec = hello.rotate_sec,
+        "connected to the syncer"
+    );
+    let rotate_sec = match args.rotate_sec {
+        Some(n) => n,
+        None if (1..=MAX_ROTATE_SEC).contains(&hello.rotate_sec) => hello.rotate_sec,
+        None => {
+            let clamped = hello.rotate_sec.clamp(1, MAX_ROTATE_SEC);
+            warn!(
+                rotate_sec = hello.rotate_sec,
+                clamped, "the syncer's rotate interval is out of range; clamped"
+            );
+            clamped
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let mut source =
+        Source::open(&args.source, clock.clone(), stop.clone()).map_err(Failure::source)?;
+    info!(source = %args.source, speed = ?source.speed(), rotate_sec, "recording");
+    let config = WriterConfig {
+        stream_id: hello.stream_id,
+        rotate_sec,
+        accept_timeout: DEFAULT_ACCEPT_TIMEOUT,
+    };
+    let mut writer =
+        Writer::new(client, config, clock, stop).map_err(|e| Failure::new(status::USAGE, e))?;
+    while let Some(frame) = source.next_frame() {
+        match writer.write(&frame) {
+            Ok(()) => {}
+            Err(WriterError::WriteAborted { id, source }) => {
+                info!(recording = %id, error = %source, "write abandoned by the shutdown; the syncer salvages");
+                return Ok(());
+            }
+            Err(WriterError::Link(e)) => return Err(Failure::link(e)),
+            Err(e) if e.is_frame_refused() => {
+                finish(&mut writer, end_reason::SOURCE_ERROR)?;
+                return Err(Failure::new(status::SOURCE, e));
+            }
+            Err(e) => return Err(Failure::new(status::WRITE, e)),
+        }
+    }
+    info!("shutting down");
+    finish(&mut writer, end_reason::SHUTDOWN)
+}
+
+/// Closes the growing recording with `reason` and waits (at most [`SHUTDOWN_ACCEPT_WAIT`] in
+/// all) for the syncer to accept it. A timeout is only a warning: the syncer still finishes
+/// the close, or salvages the recording once the connection ends.
+fn finish(writer: &mut Writer<Client>, reason: &str) -> Result<(), Failure> {
+    let deadline = Instant::now() + SHUTDOWN_ACCEPT_WAIT;
+    let result = writer
+        .wait_accepted(SHUTDOWN_ACCEPT_WAIT)
+        .and_then(|()| writer.close(reason))
+        .and_then(|()| writer.wait_accepted(deadline.saturating_duration_since(Instant::now())));
+    match result {
+        Ok(()) => {
+            info!(
+                committed_on_this_connection = writer.link().committed_recordings(),
+                "last recording accepted"
+            );
+            Ok(())
+        }
+        Err(WriterError::Link(LinkError::AcceptTimeout { id, waited })) => {
+            warn!(recording = %id, ?waited, "the syncer did not accept the close in time");
+            Ok(())
+        }
+        Err(WriterError::Link(e)) => Err(Failure::link(e)),
+        Err(e) => Err(Failure::new(status::CONNECTION_LOST, e)),
+    }
+}
+
+/// Takes fd 3 as the syncer connection, checking that it is a connected Unix stream socket.
+fn syncer_connection() -> Result<Conn, Failure> {
+    let usage = |what: String| {
+        Failure::new(
+            status::USAGE,
+            format!(
+                "fd {SYNCER_FD} {what}; nvr-ingest must be started with the syncer connection on fd {SYNCER_FD}"
+            ),
+        )
+    };
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; any integer is fine to ask.
+    if unsafe { nix::libc::fcntl(SYNCER_FD, nix::libc::F_GETFD) } == -1 {
+        return Err(usage("is not open".to_owned()));
+    }
+    // SAFETY: fd 3 is open (checked above), was inherited, and nothing in this process has
+    // taken it: this runs before anything else opens a descriptor, and only once.
+    let fd = unsafe { OwnedFd::from_raw_fd(SYNCER_FD) };
+    let is_socket = nix::sys::stat::fstat(&fd)
+        .map_err(|e| usage(format!("cannot be inspected ({e})")))?
+        .st_mode
+        & nix::libc::S_IFMT
+        == nix::libc::S_IFSOCK;
+    if !is_socket {
+        return Err(usage("is not a socket".to_owned()));
+    }
+    let is_unix = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .is_ok_and(|a| a.family() == Some(AddressFamily::Unix));
+    let is_stream =
+        nix::sys::socket::getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == SockType::Stream);
+    if !is_unix || !is_stream {
+        return Err(usage("is not a Unix stream socket".to_owned()));
+    }
+    Ok(Conn::from(UnixStream::from(fd)))
+}

@@ -1,0 +1,373 @@
+//! The syncer side of the writer over the real connection: [`Client`] implements
+//! [`SyncerLink`] by speaking the ingest conversation of [`protocol::messages`] on the socket
+//! the syncer brokered (fd 3 of `nvr-ingest`).
+//!
+//! # Threads
+//!
+//! The syncer may push frames at any time (`Committed`, a late `Accepted`, an `Error` before it
+//! drops the connection), so a reader thread receives every frame, with its descriptor if it
+//! has one, and queues it; the writer's thread, the only one that sends, takes frames from the
+//! queue when it waits for an answer and drains it before each request. A lost connection is
+//! therefore noticed at the next request (at most a progress interval later while frames flow).
+//!
+//! # Pairing answers with requests
+//!
+//! `AddSampleEntry` and `OpenRecording` are answered at once, in order, so the client waits
+//! for the answer right after sending them; `Committed` and `Accepted` arriving meanwhile are
+//! taken in passing. A descriptor is accepted only with `Opened`; anything else carrying one,
+//! and any answer nobody asked for, is a [`LinkError::Protocol`] violation. An `Error` marked
+//! fatal means the syncer drops the connection: [`LinkError::Lost`]. A non-fatal `Error`
+//! refuses the request waiting for its answer, or, when none is, the outstanding close
+//! ([`LinkError::Refused`]); with neither, it is only logged.
+
+use std::fs::File;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::time::Instant;
+
+use protocol::messages::{
+    Hello, HelloReply, IngestReply, IngestRequest, ROLE_INGEST, RecordingTimes, SampleReport,
+};
+use protocol::{CompositeId, Conn, WireError, check_version};
+use tracing::{debug, warn};
+
+use crate::h264::SampleEntry;
+use crate::writer::{Close, LinkError, SyncerLink};
+
+/// Frames the reader thread may queue before it stops reading the socket (the syncer then
+/// blocks on a full socket buffer, which is harmless: only pushed notices can pile up).
+const INCOMING_QUEUE: usize = 64;
+
+/// What the reader thread hands over.
+enum Incoming {
+    Frame(IngestReply, Option<OwnedFd>),
+    /// The connection failed or ended; the reader thread has stopped.
+    Failed(WireError),
+}
+
+/// A connection to the syncer, after the handshake. See the module docs.
+pub struct Client {
+    /// The sending half; the reader thread holds another handle on the same socket.
+    conn: Conn,
+    incoming: Receiver<Incoming>,
+    hello: HelloReply,
+    /// The recording whose close was sent and not yet accepted.
+    closing: Option<CompositeId>,
+    /// Recordings the syncer reported committed on this connection.
+    committed: u64,
+    /// Why the connection was lost, once it was: every later call fails with it.
+    lost: Option<String>,
+}
+
+impl Client {
+    /// Performs the handshake on `conn` (the ingest's `Hello`, the syncer's `HelloReply`,
+    /// whose version must be ours) and starts the reader thread, in the current tracing span.
+    pub fn connect(mut conn: Conn) -> Result<Client, LinkError> {
+        conn.send(&Hello::new(ROLE_INGEST))
+            .map_err(LinkError::Handshake)?;
+        let hello: HelloReply = conn.recv().map_err(LinkError::Handshake)?;
+        check_version(hello.protocol_version).map_err(LinkError::Handshake)?;
+        let receiver = conn
+            .try_clone()
+            .map_err(|e| LinkError::Handshake(WireError::Io(e)))?;
+        let (tx, incoming) = mpsc::sync_channel(INCOMING_QUEUE);
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("syncer-reader".to_owned())
+            .spawn(move || {
+                let _entered = span.enter();
+                read_frames(receiver, tx);
+            })
+            .map_err(|e| LinkError::Handshake(WireError::Io(e)))?;
+        debug!(
+            stream_id = hello.stream_id,
+            stream = %hello.stream_name,
+            rotate_sec = hello.rotate_sec,
+            "connected to the syncer"
+        );
+        Ok(Client {
+            conn,
+            incoming,
+            hello,
+            closing: None,
+            committed: 0,
+            lost: None,
+        })
+    }
+
+    /// The syncer's answer to the handshake: the stream this connection records.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// How many recordings the syncer reported committed (durable) on this connection so far.
+    pub fn committed_recordings(&self) -> u64 {
+        self.committed
+    }
+
+    /// Records that the connection is lost and returns the error for it.
+    fn lose(&mut self, reason: String) -> LinkError {
+        warn!(%reason, "syncer connection lost");
+        self.lost = Some(reason.clone());
+        LinkError::Lost { reason }
+    }
+
+    fn send(&mut self, req: &IngestRequest) -> Result<(), LinkError> {
+        self.check_not_lost()?;
+        self.conn
+            .send(req)
+            .map_err(|e| self.lose(format!("cannot send to the syncer: {e}")))
+    }
+
+    fn check_not_lost(&self) -> Result<(), LinkError> {
+        match &self.lost {
+            Some(reason) => Err(LinkError::Lost {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The next frame from the reader thread: waiting for one until `deadline` (`Ok(None)` if
+    /// it passes), or not at all if `deadline` is now or past.
+    fn recv(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming>, LinkError> {
+        self.check_not_lost()?;
+        let received = match deadline {
+            None => self
+                .incoming
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => self
+                .incoming
+                .recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok(Incoming::Failed(WireError::Closed)) => {
+                Err(self.lose("the syncer closed the connection".to_owned()))
+            }
+            Ok(Incoming::Failed(e)) => Err(self.lose(e.to_string())),
+            Ok(frame) => Ok(Some(frame)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(self.lose("the reader thread ended".to_owned()))
+            }
+        }
+    }
+
+    /// Takes in a frame: pushed notices (`Committed`, `Accepted`) and fatal errors are handled
+    /// here; anything else is returned for the caller to pair with its request.
+    fn take(
+        &mut self,
+        frame: Incoming,
+    ) -> Result<Option<(IngestReply, Option<OwnedFd>)>, LinkError> {
+        let Incoming::Frame(reply, fd) = frame else {
+            unreachable!("recv turns failures into errors");
+        };
+        if fd.is_some() && !matches!(reply, IngestReply::Opened { .. }) {
+            return Err(self.violation(format!("a descriptor came with {reply:?}")));
+        }
+        match reply {
+            IngestReply::Committed { ids } => {
+                self.committed += ids.len() as u64;
+                debug!(?ids, total = self.committed, "committed");
+                Ok(None)
+            }
+            IngestReply::Accepted { id } => {
+                if self.closing != Some(id) {
+                    return Err(self.violation(format!(
+                        "accepted recording {id}, but the outstanding close is {:?}",
+                        self.closing
+                    )));
+                }
+                self.closing = None;
+                Ok(None)
+            }
+            IngestReply::Error {
+                message,
+                fatal: true,
+            } => Err(self.lose(format!("the syncer reported a fatal error: {message}"))),
+            other => Ok(Some((other, fd))),
+        }
+    }
+
+    /// A protocol violation: the conversation cannot go on.
+    fn violation(&mut self, what: String) -> LinkError {
+        warn!(%what, "protocol violation by the syncer");
+        self.lost = Some(format!("protocol violation by the syncer: {what}"));
+        LinkError::Protocol { what }
+    }
+
+    /// Handles whatever has arrived, without waiting.
+    fn poll(&mut self) -> Result<(), LinkError> {
+        while let Some(frame) = self.recv(Some(Instant::now()))? {
+            match self.take(frame)? {
+                None => {}
+                Some((IngestReply::Error { message, .. }, _)) => self.refusal_unasked(message)?,
+                Some((other, _)) => {
+                    return Err(self.violation(format!("{other:?} answers no request")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A non-fatal error while no request waits for its answer: it refuses the outstanding
+    /// close if there is one.
+    fn refusal_unasked(&mut self, message: String) -> Result<(), LinkError> {
+        match self.closing.take() {
+            Some(id) => {
+                warn!(recording = %id, %message, "the syncer refused the close");
+                Err(LinkError::Refused { message })
+            }
+            None => {
+                warn!(%message, "the syncer reported a non-fatal error");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `req` and waits for its answer.
+    fn request(&mut self, req: IngestRequest) -> Result<(IngestReply, Option<OwnedFd>), LinkError> {
+        self.poll()?;
+        self.send(&req)?;
+        loop {
+            let frame = self.recv(None)?.expect("recv without a deadline waits");
+            if let Some(answer) = self.take(frame)? {
+                return match answer {
+                    (IngestReply::Error { message, .. }, _) => {
+                        warn!(%message, "the syncer refused the request");
+                        Err(LinkError::Refused { message })
+                    }
+                    answer => Ok(answer),
+                };
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Ends the connection both ways, so that the syncer sees it end now (the reader thread
+    /// holds another handle on the socket) and the reader thread stops.
+    fn drop(&mut self) {
+        if let Err(e) = self.conn.stream().shutdown(Shutdown::Both) {
+            debug!(error = %e, "shutting down the syncer connection");
+        }
+    }
+}
+
+impl SyncerLink for Client {
+    type File = File;
+
+    fn add_sample_entry(&mut self, entry: &SampleEntry) -> Result<i32, LinkError> {
+        match self.request(IngestRequest::AddSampleEntry {
+            width: entry.width,
+            height: entry.height,
+            rfc6381_codec: entry.rfc6381_codec.clone(),
+            data: entry.data.clone(),
+        })? {
+            (IngestReply::SampleEntry { id }, _) => Ok(id),
+            (other, _) => Err(self.violation(format!("{other:?} answers AddSampleEntry"))),
+        }
+    }
+
+    fn open(
+        &mut self,
+        run_offset: i32,
+        sample_entry_id: i32,
+    ) -> Result<(CompositeId, File), LinkError> {
+        match self.request(IngestRequest::OpenRecording {
+            run_offset,
+            sample_entry_id,
+        })? {
+            (IngestReply::Opened { id }, Some(fd)) if id.stream() == self.hello.stream_id => {
+                Ok((id, File::from(fd)))
+            }
+            (IngestReply::Opened { id }, Some(_)) => Err(self.violation(format!(
+                "opened recording {id} of stream {}, but this connection records stream {}",
+                id.stream(),
+                self.hello.stream_id
+            ))),
+            (IngestReply::Opened { id }, None) => {
+                Err(self.violation(format!("opened recording {id} without a descriptor")))
+            }
+            (other, _) => Err(self.violation(format!("{other:?} answers OpenRecording"))),
+        }
+    }
+
+    fn progress(
+        &mut self,
+        id: CompositeId,
+        samples: Vec<SampleReport>,
+        times: RecordingTimes,
+    ) -> Result<(), LinkError> {
+        self.poll()?;
+        self.send(&IngestRequest::Progress { id, samples, times })
+    }
+
+    fn close(&mut self, close: Close) -> Result<(), LinkError> {
+        self.poll()?;
+        assert!(
+            self.closing.is_none(),
+            "close of {} while the close of {:?} is outstanding",
+            close.id,
+            self.closing
+        );
+        let id = close.id;
+        self.send(&IngestRequest::CloseRecording {
+            id,
+            samples: close.samples,
+            last_sample_duration_90k: close.last_sample_duration_90k,
+            times: close.times,
+            end_reason: close.end_reason,
+            writer_blake3: close.writer_blake3,
+        })?;
+        self.closing = Some(id);
+        Ok(())
+    }
+
+    fn wait_accepted(
+        &mut self,
+        id: CompositeId,
+        timeout: std::time::Duration,
+    ) -> Result<(), LinkError> {
+        assert!(
+            self.closing.is_none() || self.closing == Some(id),
+            "waiting for the close of {id} while the close of {:?} is outstanding",
+            self.closing
+        );
+        let deadline = Instant::now() + timeout;
+        while self.closing == Some(id) {
+            let Some(frame) = self.recv(Some(deadline))? else {
+                return Err(LinkError::AcceptTimeout {
+                    id,
+                    waited: timeout,
+                });
+            };
+            match self.take(frame)? {
+                None => {}
+                Some((IngestReply::Error { message, .. }, _)) => self.refusal_unasked(message)?,
+                Some((other, _)) => {
+                    return Err(self.violation(format!("{other:?} answers no request")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reader thread: queues every frame until the connection fails or the client is gone.
+fn read_frames(mut conn: Conn, tx: SyncSender<Incoming>) {
+    loop {
+        let (frame, last) = match conn.recv_with_optional_fd::<IngestReply>() {
+            Ok((reply, fd)) => (Incoming::Frame(reply, fd), false),
+            Err(e) => (Incoming::Failed(e), true),
+        };
+        if tx.send(frame).is_err() || last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

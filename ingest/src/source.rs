@@ -1,0 +1,535 @@
+//! Where frames come from: a source URL names an input, and [`Source::next_frame`] yields its
+//! frames one by one, paced like a camera, each stamped with its pts and local time.
+//!
+//! # Source URLs
+//!
+//! - `file:PATH[?speed=N|max][&fps=F]`: an H.264 Annex B file (parsed with [`crate::h264`]),
+//!   looped forever. The whole file is read into memory once (at most [`MAX_FILE_BYTES`]): it is
+//!   meant for test clips, not hours of video. A frame lasts what the VUI timing of its SPS says
+//!   ([`crate::h264::Sps::frame_duration_90k`]); `fps` is used only for an SPS without timing
+//!   (default [`DEFAULT_FPS`]).
+//! - `synthetic:[?fps=F][&bitrate=B][&gop=G][&speed=N|max]`: generated frames for load tests:
+//!   `fps` frames a second (default 30), about `bitrate` bits a second (default 2 000 000), a
+//!   key frame every `gop` frames (default 30). See [`SyntheticParams`].
+//!
+//! `speed` applies to both: by default a source runs in real time; `speed=N` (a positive
+//! number) runs N times faster, `speed=max` as fast as the writer takes frames.
+//!
+//! # Time
+//!
+//! pts starts at 0 and grows by each frame's duration, across loops of a file, so it is strictly
+//! increasing for the life of the source. A frame is delivered when the source's monotonic clock
+//! reaches `start + pts / speed` (at once for `max`); stopping is checked at least every
+//! [`STOP_POLL_INTERVAL`] while waiting.
+//!
+//! Local time (what the writer's time model compares the media clock with) is the realtime
+//! clock when the frame is delivered, if the source runs in real time. Otherwise the realtime
+//! clock has nothing to say about the media, so the source uses a synthetic local clock, the
+//! realtime at the start plus the pts: recordings then get wall durations equal to their media
+//! durations and start times that abut exactly, as if a perfect camera had been recording.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use protocol::{Clock, Duration, TIME_UNITS_PER_SEC, Time};
+
+use crate::h264::{self, H264Error, NAL_LENGTH_BYTES, SampleEntry};
+
+/// Frames a second of a `file:` source whose SPS has no timing, and of `synthetic:`, unless
+/// the URL's `fps` says otherwise.
+pub const DEFAULT_FPS: f64 = 30.0;
+
+/// Bits a second of a `synthetic:` source unless its URL's `bitrate` says otherwise.
+pub const DEFAULT_BITRATE: u64 = 2_000_000;
+
+/// Frames from one key frame to the next of a `synthetic:` source unless its URL's `gop` says
+/// otherwise.
+pub const DEFAULT_GOP: u32 = 30;
+
+/// Largest file a `file:` source reads, in bytes: it holds the whole file in memory.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Highest frame rate a source accepts: the syncer's shortest sample is 90 ticks (1 ms).
+pub const MAX_FPS: f64 = 1000.0;
+
+/// Lowest frame rate a source accepts: a frame at least every 10 s.
+pub const MIN_FPS: f64 = 0.1;
+
+/// Longest a source waits for a frame's time without checking its stop flag.
+pub const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How many times bigger than the others a synthetic key frame is (see
+/// [`SyntheticParams::bitrate`]).
+const SYNTHETIC_KEY_FRAME_WEIGHT: u64 = 8;
+
+/// The shipped clip whose sample entry `synthetic:` frames claim.
+const SHIPPED_CLIP: &[u8] = include_bytes!("../testdata/clip.h264");
+
+/// One frame from a source, ready for the writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The sample in AVC format (length-prefixed NAL units); `1..=h264::MAX_FRAME_BYTES` bytes.
+    pub data: Vec<u8>,
+    /// Whether decoding can start at this frame.
+    pub is_key: bool,
+    /// Presentation time, 90 kHz ticks on the source's timeline; strictly increasing.
+    pub pts_90k: i64,
+    /// The local clock when the frame arrived (see the module docs, "Time").
+    pub local_time: Time,
+    /// The video parameters the frame was coded with.
+    pub sample_entry: Arc<SampleEntry>,
+}
+
+/// Why a source could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A URL that names no source this build knows, or one with bad parameters.
+    #[error("bad source URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+
+    /// The file of a `file:` source could not be read.
+    #[error("cannot read source file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file of a `file:` source exceeds [`MAX_FILE_BYTES`].
+    #[error("source file {path} is {bytes} bytes, over the limit of {MAX_FILE_BYTES}")]
+    FileTooLarge { path: PathBuf, bytes: u64 },
+
+    /// The file of a `file:` source (or, for `synthetic:`, the shipped clip) is not H.264
+    /// this crate can parse.
+    #[error("cannot parse H.264 in {what}: {source}")]
+    Parse {
+        what: String,
+        #[source]
+        source: H264Error,
+    },
+
+    /// A frame would be larger than the syncer accepts (e.g. a synthetic bitrate far too high
+    /// for its frame rate).
+    #[error(
+        "{what}: a frame of {bytes} bytes exceeds the limit of {} bytes",
+        h264::MAX_FRAME_BYTES
+    )]
+    FrameTooLarge { what: String, bytes: u64 },
+}
+
+/// How fast a source delivers frames relative to their pts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Speed {
+    /// A frame when the clock reaches its pts; local time is the realtime clock.
+    RealTime,
+    /// This many times faster than real time (positive, not 1); synthetic local time.
+    Times(f64),
+    /// No waiting at all; synthetic local time.
+    Max,
+}
+
+/// Parameters of a `synthetic:` source.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SyntheticParams {
+    /// Frames a second, [`MIN_FPS`] to [`MAX_FPS`].
+    pub fps: f64,
+    /// Average bits a second over whole GOPs. Within a GOP, the key frame gets 8 shares of
+    /// the bytes and every other frame one, roughly as in real H.264.
+    pub bitrate: u64,
+    /// Frames from one key frame to the next, `>= 1` (1: every frame is a key frame).
+    pub gop: u32,
+}
+
+/// What a source URL names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    /// `file:PATH`, with the frame rate for an SPS without timing.
+    File { path: PathBuf, fps: f64 },
+    /// `synthetic:`.
+    Synthetic(SyntheticParams),
+}
+
+/// A parsed source URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceUrl {
+    pub spec: SourceSpec,
+    pub speed: Speed,
+}
+
+impl SourceUrl {
+    /// Parses a source URL (see the module docs). Every problem is [`SourceError::BadUrl`]:
+    /// an unknown scheme, an empty path, an unknown, repeated or unparseable parameter, or a
+    /// value out of range.
+    pub fn parse(url: &str) -> Result<Self, SourceError> {
+        let bad = |reason: String| SourceError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let (scheme, rest) = url
+            .split_once(':')
+            .ok_or_else(|| bad("expected file:PATH or synthetic:".to_owned()))?;
+        let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut params = Params::parse(query).map_err(bad)?;
+        let speed = params.speed().map_err(bad)?;
+        let spec = match scheme {
+            "file" => {
+                if body.is_empty() {
+                    return Err(bad("file: needs a path".to_owned()));
+                }
+                let fps = params.fps().map_err(bad)?;
+                SourceSpec::File {
+                    path: PathBuf::from(body),
+                    fps,
+                }
+            }
+            "synthetic" => {
+                if !body.is_empty() {
+                    return Err(bad(format!(
+                        "synthetic: takes no path (found {body:?}); parameters go after '?'"
+                    )));
+                }
+                let fps = params.fps().map_err(bad)?;
+                let bitrate = params
+                    .number::<u64>("bitrate")
+                    .map_err(bad)?
+                    .unwrap_or(DEFAULT_BITRATE);
+                let gop = params
+                    .number::<u32>("gop")
+                    .map_err(bad)?
+                    .unwrap_or(DEFAULT_GOP);
+                if bitrate == 0 || gop == 0 {
+                    return Err(bad("bitrate and gop must be positive".to_owned()));
+                }
+                SourceSpec::Synthetic(SyntheticParams { fps, bitrate, gop })
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?} (expected file or synthetic)"
+                )));
+            }
+        };
+        params.finish().map_err(bad)?;
+        Ok(SourceUrl { spec, speed })
+    }
+}
+
+/// The `key=value` pairs of a URL's query, taken one by one so leftovers can be refused.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("parameter {pair:?} is not key=value"))?;
+            if pairs.iter().any(|(seen, _)| seen == k) {
+                return Err(format!("parameter {k:?} given twice"));
+            }
+            pairs.push((k.to_owned(), v.to_owned()));
+        }
+        Ok(Params(pairs))
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(i).1)
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>, String> {
+        self.take(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("{key}={v:?} is not a valid number"))
+            })
+            .transpose()
+    }
+
+    fn fps(&mut self) -> Result<f64, String> {
+        let fps = self.number::<f64>("fps")?.unwrap_or(DEFAULT_FPS);
+        if !(MIN_FPS..=MAX_FPS).contains(&fps) {
+            return Err(format!("fps={fps} is outside {MIN_FPS}..={MAX_FPS}"));
+        }
+        Ok(fps)
+    }
+
+    fn speed(&mut self) -> Result<Speed, String> {
+        match self.take("speed").as_deref() {
+            None => Ok(Speed::RealTime),
+            Some("max") => Ok(Speed::Max),
+            Some(v) => match v.parse::<f64>() {
+                Ok(1.0) => Ok(Speed::RealTime),
+                Ok(n) if n.is_finite() && n > 0.0 => Ok(Speed::Times(n)),
+                _ => Err(format!("speed={v:?} is neither a positive number nor max")),
+            },
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.0.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(format!("unknown parameter {k:?}")),
+        }
+    }
+}
+
+/// Frame duration in 90 kHz ticks of `fps` frames a second, rounded; `fps` is within
+/// [`MIN_FPS`]..=[`MAX_FPS`], so the result is 90 to 900 000.
+fn duration_of_fps(fps: f64) -> i64 {
+    (TIME_UNITS_PER_SEC as f64 / fps).round() as i64
+}
+
+/// A source of frames: see the module docs.
+pub struct Source {
+    frames: Frames,
+    speed: Speed,
+    clock: Arc<dyn Clock>,
+    stop: Arc<AtomicBool>,
+    /// The monotonic clock when the source opened: pts 0 is due then.
+    start_monotonic: Time,
+    /// The realtime clock when the source opened: the synthetic local time of pts 0.
+    start_realtime: Time,
+    /// pts of the next frame.
+    next_pts_90k: i64,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("speed", &self.speed)
+            .field("next_pts_90k", &self.next_pts_90k)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The frames of a source, without their timing.
+enum Frames {
+    /// A clip looped forever.
+    Clip {
+        frames: Vec<h264::Frame>,
+        /// Per sample entry of the clip: the entry and its frame duration in 90 kHz ticks.
+        entries: Vec<(Arc<SampleEntry>, i64)>,
+        next: usize,
+    },
+    Synthetic(Synthetic),
+}
+
+impl Frames {
+    /// The next frame's data, key flag, duration in 90 kHz ticks and sample entry.
+    fn next(&mut self) -> (Vec<u8>, bool, i64, Arc<SampleEntry>) {
+        match self {
+            Frames::Clip {
+                frames,
+                entries,
+                next,
+            } => {
+                let f = &frames[*next];
+                *next = (*next + 1) % frames.len();
+                let (entry, duration) = &entries[f.sample_entry_index];
+                (f.data.clone(), f.is_key, *duration, entry.clone())
+            }
+            Frames::Synthetic(s) => s.next(),
+        }
+    }
+}
+
+/// Generates `synthetic:` frames.
+struct Synthetic {
+    entry: Arc<SampleEntry>,
+    duration_90k: i64,
+    gop: u32,
+    key_bytes: usize,
+    other_bytes: usize,
+    /// Position of the next frame in its GOP (0: key frame).
+    in_gop: u32,
+    /// xorshift64 state for the frames' bytes; never 0.
+    rng: u64,
+}
+
+impl Synthetic {
+    fn new(p: SyntheticParams, what: &str) -> Result<Self, SourceError> {
+        let entry = shipped_clip_entry().map_err(|source| SourceError::Parse {
+            what: "the shipped clip".to_owned(),
+            source,
+        })?;
+        // Bytes of one GOP, split in shares: the key frame's weight plus one per other frame.
+        let gop_bytes = p.bitrate as f64 / 8.0 * f64::from(p.gop) / p.fps;
+        let shares = SYNTHETIC_KEY_FRAME_WEIGHT + u64::from(p.gop) - 1;
+        let share = gop_bytes / shares as f64;
+        let key_bytes = (share * SYNTHETIC_KEY_FRAME_WEIGHT as f64).round() as u64;
+        // A frame holds at least a length prefix and a NAL header.
+        let min_bytes = NAL_LENGTH_BYTES as u64 + 1;
+        let key_bytes = key_bytes.max(min_bytes);
+        let other_bytes = (share.round() as u64).max(min_bytes);
+        if key_bytes > h264::MAX_FRAME_BYTES as u64 {
+            return Err(SourceError::FrameTooLarge {
+                what: what.to_owned(),
+                bytes: key_bytes,
+            });
+        }
+        Ok(Synthetic {
+            entry,
+            duration_90k: duration_of_fps(p.fps),
+            gop: p.gop,
+            key_bytes: key_bytes as usize,
+            other_bytes: other_bytes as usize,
+            in_gop: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+        })
+    }
+
+    fn next(&mut self) -> (Vec<u8>, bool, i64, Arc<SampleEntry>) {
+        let is_key = self.in_gop == 0;
+        self.in_gop = (self.in_gop + 1) % self.gop;
+        let bytes = if is_key {
+            self.key_bytes
+        } else {
+            self.other_bytes
+        };
+        // One NAL unit: IDR slice (type 5) or non-IDR slice (type 1), nal_ref_idc 3 / 2.
+        let nal_len = u32::try_from(bytes - NAL_LENGTH_BYTES).expect("bounded by MAX_FRAME_BYTES");
+        let mut data = Vec::with_capacity(bytes + 8);
+        data.extend_from_slice(&nal_len.to_be_bytes());
+        data.push(if is_key { 0x65 } else { 0x41 });
+        while data.len() < bytes {
+            // xorshift64 (Marsaglia): fast, and plenty for bytes nobody decodes.
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            data.extend_from_slice(&self.rng.to_le_bytes());
+        }
+        data.truncate(bytes);
+        (data, is_key, self.duration_90k, self.entry.clone())
+    }
+}
+
+/// The sample entry of the shipped clip, parsed once per process.
+fn shipped_clip_entry() -> Result<Arc<SampleEntry>, H264Error> {
+    static ENTRY: OnceLock<Result<Arc<SampleEntry>, H264Error>> = OnceLock::new();
+    ENTRY
+        .get_or_init(|| {
+            let mut clip = h264::parse_clip(SHIPPED_CLIP)?;
+            Ok(Arc::new(clip.sample_entries.swap_remove(0)))
+        })
+        .clone()
+}
+
+impl Source {
+    /// Opens the source `url` names. It is paced by `clock` and stops (`next_frame` returns
+    /// `None`) once `stop` is set.
+    pub fn open(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Source, SourceError> {
+        let SourceUrl { spec, speed } = SourceUrl::parse(url)?;
+        let frames = match spec {
+            SourceSpec::File { path, fps } => open_clip(path, fps)?,
+            SourceSpec::Synthetic(p) => Frames::Synthetic(Synthetic::new(p, url)?),
+        };
+        Ok(Source {
+            frames,
+            speed,
+            start_monotonic: clock.monotonic(),
+            start_realtime: clock.realtime(),
+            clock,
+            stop,
+            next_pts_90k: 0,
+        })
+    }
+
+    /// How fast this source runs.
+    pub fn speed(&self) -> Speed {
+        self.speed
+    }
+
+    /// Waits until the next frame is due and returns it, or `None` once the stop flag is set
+    /// (checked before each frame and at least every [`STOP_POLL_INTERVAL`] while waiting).
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        if self.stopped() {
+            return None;
+        }
+        let pts_90k = self.next_pts_90k;
+        let due = match self.speed {
+            Speed::RealTime => Some(self.start_monotonic + Duration(pts_90k)),
+            Speed::Times(n) => Some(self.start_monotonic + Duration((pts_90k as f64 / n) as i64)),
+            Speed::Max => None,
+        };
+        if let Some(due) = due {
+            loop {
+                if self.stopped() {
+                    return None;
+                }
+                let now = self.clock.monotonic();
+                if now >= due {
+                    break;
+                }
+                self.clock.sleep((due - now).min(STOP_POLL_INTERVAL));
+            }
+        }
+        let (data, is_key, duration_90k, sample_entry) = self.frames.next();
+        self.next_pts_90k += duration_90k;
+        let local_time = match self.speed {
+            Speed::RealTime => self.clock.realtime(),
+            Speed::Times(_) | Speed::Max => self.start_realtime + Duration(pts_90k),
+        };
+        Some(Frame {
+            data,
+            is_key,
+            pts_90k,
+            local_time,
+            sample_entry,
+        })
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads and parses a `file:` source's clip.
+fn open_clip(path: PathBuf, fps: f64) -> Result<Frames, SourceError> {
+    let read_err = |source| SourceError::Read {
+        path: path.clone(),
+        source,
+    };
+    let bytes = std::fs::metadata(&path).map_err(read_err)?.len();
+    if bytes > MAX_FILE_BYTES {
+        return Err(SourceError::FileTooLarge { path, bytes });
+    }
+    let data = std::fs::read(&path).map_err(read_err)?;
+    let parse_err = |source| SourceError::Parse {
+        what: path.display().to_string(),
+        source,
+    };
+    let clip = h264::parse_clip(&data).map_err(parse_err)?;
+    let mut entries = Vec::with_capacity(clip.sample_entries.len());
+    for entry in clip.sample_entries {
+        let fastest = duration_of_fps(MAX_FPS);
+        let slowest = duration_of_fps(MIN_FPS);
+        let duration = match entry.sps().map_err(parse_err)?.frame_duration_90k {
+            Some(d) if (fastest..=slowest).contains(&i64::from(d)) => i64::from(d),
+            Some(d) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    frame_duration_90k = d,
+                    fps,
+                    "SPS timing is outside {MIN_FPS}..={MAX_FPS} fps; using the fps parameter"
+                );
+                duration_of_fps(fps)
+            }
+            None => duration_of_fps(fps),
+        };
+        entries.push((Arc::new(entry), duration));
+    }
+    Ok(Frames::Clip {
+        frames: clip.frames,
+        entries,
+        next: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! Support for the end-to-end tests and benchmarks: locating the built binaries, setting up a
+//! data dir, running `nvr-syncer` and `nvr-ingest` as real processes (ended only by pid, only
+//! the ones started here), and checking a stopped data dir against DESIGN.md's invariants.
+
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use protocol::CompositeId;
+use protocol::clock::RealClock;
+use syncer::admin_client::AdminClient;
+use syncer::db::{Database, RecordingRow, StreamConfig};
+use syncer::layout::{DataDir, sample_file_name};
+
+/// Path of a workspace binary built in the same profile as the running test or bench.
+///
+/// `cargo test --workspace` builds every binary of the workspace (each package with
+/// integration tests gets its binaries built); for benches run `cargo build --release --bins`
+/// first.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in <target>/<profile>/deps");
+    let p = profile_dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace --bins` (in this profile) first",
+        p.display()
+    );
+    p
+}
+
+/// The H.264 clip shipped with the ingest crate.
+pub fn clip_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ingest/testdata/clip.h264")
+}
+
+/// An initialized data dir in a temp dir, with the given cameras `(name, config)`.
+pub fn data_dir(cameras: &[(&str, StreamConfig)]) -> (tempfile::TempDir, DataDir) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().expect("init");
+    let dir = Arc::new(d.lock_sample_dir().expect("lock"));
+    let db = Database::open(&d.db_path()).expect("open db");
+    let (mut s, _) =
+        syncer::Syncer::start(dir, db, Arc::new(RealClock), Default::default()).expect("start");
+    for (name, config) in cameras {
+        s.add_stream(name, config.clone()).expect("add stream");
+    }
+    s.shutdown().expect("shutdown");
+    (tmp, d)
+}
+
+pub fn camera(source: &str, flush_if_sec: u32, rotate_sec: u32) -> StreamConfig {
+    StreamConfig {
+        source: source.to_owned(),
+        retain_bytes: 1 << 30,
+        flush_if_sec,
+        rotate_sec,
+    }
+}
+
+/// A child process started here, killed by pid on drop if still running.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).unwrap_or_else(|e| panic!("signal {sig} to {}: {e}", self.name));
+    }
+
+    /// Waits at most `timeout` for exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // Fields after the parenthesized command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 =
+            f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as u64;
+        Duration::from_nanos(ticks * 1_000_000_000 / hz)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Makes `fd` the child's fd 3 (the one descriptor `nvr-ingest` talks on, and the readiness
+/// pipe of `nvr-syncer`).
+fn with_fd3(cmd: &mut Command, fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: only dup2 (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts `nvr-syncer` on `d` and waits for its readiness.
+pub fn start_syncer(d: &DataDir) -> Proc {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let mut cmd = Command::new(binary("nvr-syncer"));
+    cmd.arg("--data-dir")
+        .arg(&d.root)
+        .args(["--ready-fd", "3", "--shutdown-grace-sec", "5"])
+        .stdin(Stdio::null());
+    with_fd3(&mut cmd, &write);
+    let child = cmd.spawn().expect("spawn nvr-syncer");
+    drop(write);
+    let mut line = String::new();
+    std::io::BufReader::new(std::fs::File::from(read))
+        .read_line(&mut line)
+        .expect("read readiness");
+    assert_eq!(line, "ready\n", "nvr-syncer died before becoming ready");
+    Proc {
+        child,
+        name: "nvr-syncer".into(),
+    }
+}
+
+/// Asks the syncer for a connection for `camera` and starts its `nvr-ingest` on it.
+pub fn start_ingest(d: &DataDir, camera: &str, source: &str, extra: &[&str]) -> Proc {
+    let fd = AdminClient::connect(d)
+        .expect("admin")
+        .connect_ingest(camera)
+        .expect("brokered connection");
+    let mut cmd = Command::new(binary("nvr-ingest"));
+    cmd.args(["--camera", camera, "--source", source])
+        .args(extra)
+        .stdin(Stdio::null());
+    with_fd3(&mut cmd, &fd);
+    let child = cmd.spawn().expect("spawn nvr-ingest");
+    drop(fd);
+    Proc {
+        child,
+        name: format!("nvr-ingest {camera}"),
+    }
+}
+
+/// Committed recordings of a stopped data dir, oldest first.
+pub fn recordings(d: &DataDir) -> Vec<RecordingRow> {
+    Database::open(&d.db_path())
+        .expect("open db")
+        .recordings(None)
+        .expect("recordings")
+}
+
+/// Checks a stopped data dir: each committed recording's file has its length and blake3, its
+/// index decodes to its counts, runs abut, and no file is neither a recording nor garbage.
+/// Returns the violations, each naming the recording or file.
+pub fn check(d: &DataDir) -> Vec<String> {
+    let db = Database::open(&d.db_path()).expect("open db");
+    let rows = db.recordings(None).expect("recordings");
+    let garbage = db.garbage().expect("garbage");
+    let mut v = Vec::new();
+    for r in &rows {
+        let path = d.sample_dir_path().join(sample_file_name(r.id));
+        match std::fs::read(&path) {
+            Err(e) => v.push(format!("recording {}: {e}", r.id)),
+            Ok(data) => {
+                if data.len() as i64 != r.sample_file_bytes {
+                    v.push(format!(
+                        "recording {}: {} bytes on disk, {} in its row",
+                        r.id,
+                        data.len(),
+                        r.sample_file_bytes
+                    ));
+                }
+                if *blake3::hash(&data).as_bytes() != r.blake3 {
+                    v.push(format!("recording {}: blake3 mismatch", r.id));
+                }
+            }
+        }
+        let index = db.video_index(r.id).expect("index").unwrap_or_default();
+        match protocol::sample_index::summarize(&index) {
+            Ok(s)
+                if s.total_bytes as i64 == r.sample_file_bytes
+                    && s.samples as i32 == r.video_samples => {}
+            Ok(_) => v.push(format!("recording {}: index disagrees with its row", r.id)),
+            Err(e) => v.push(format!("recording {}: index: {e}", r.id)),
+        }
+    }
+    for w in rows.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        if a.id.stream() == b.id.stream()
+            && b.run_offset == a.run_offset + 1
+            && b.start.0 != a.start.0 + i64::from(a.wall_duration_90k)
+        {
+            v.push(format!(
+                "recording {} does not start where {} ended",
+                b.id, a.id
+            ));
+        }
+    }
+    for e in std::fs::read_dir(d.sample_dir_path()).expect("sample dir") {
+        let name = e.expect("entry").file_name();
+        let name = name.to_string_lossy();
+        if let Some(id) = CompositeId::parse_file_name(name.as_bytes())
+            && !rows.iter().any(|r| r.id == id)
+            && !garbage.contains(&id)
+        {
+            v.push(format!(
+                "file {name} is neither a committed recording nor garbage"
+            ));
+        }
+    }
+    v
+}
