@@ -396,6 +396,36 @@ fn hostile_ingests_get_clear_errors_and_cost_others_nothing() {
         .unwrap();
     assert!(a.conn.recv::<IngestReply>().is_err(), "connection dropped");
 
+    // An oversize frame: refused from its length prefix alone.
+    let mut a = Ingest::connect(&mut admin, "a");
+    set_read_timeout(&a.conn);
+    let mut raw = a.conn.stream().try_clone().unwrap();
+    raw.write_all(&(64u32 << 20).to_le_bytes()).unwrap();
+    assert!(a.conn.recv::<IngestReply>().is_err(), "connection dropped");
+
+    // pts going backwards.
+    let mut a = Ingest::connect(&mut admin, "a");
+    set_read_timeout(&a.conn);
+    let (ida, mut fa) = a.open(0);
+    a.write(ida, &mut fa, 3, 100);
+    a.conn
+        .send(&IngestRequest::Progress {
+            id: ida,
+            samples: vec![SampleReport {
+                pts_90k: 3000,
+                bytes: 100,
+                is_key: false,
+            }],
+            times: times(6000),
+        })
+        .unwrap();
+    let IngestReply::Error { message, fatal } =
+        a.expect("error", |r| matches!(r, IngestReply::Error { .. }))
+    else {
+        unreachable!()
+    };
+    assert!(fatal && message.contains("pts 3000"), "{message}");
+
     // Through all of it, b records and commits.
     let data = b.write(idb, &mut fb, 3, 100);
     b.close(idb, 3, &data);
