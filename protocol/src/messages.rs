@@ -245,6 +245,41 @@ pub enum AdminRequest {
     /// Asks the syncer to shut down as on SIGTERM: stop taking opens, let ingests close, flush,
     /// exit 0. Answered by [`AdminReply::Ok`] before the shutdown starts.
     Shutdown,
+    /// Asks for every camera and its settings, as [`AdminReply::Cameras`] in id order.
+    ListCameras,
+    /// Adds a camera; answered by [`AdminReply::Cameras`] with the new camera alone. Refused if
+    /// the name is taken or the name or settings are invalid.
+    AddCamera {
+        /// The new camera's name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with `-`.
+        name: String,
+        /// Its settings.
+        config: CameraConfig,
+    },
+    /// Changes settings of the camera `name`; `None` keeps a setting as it is. Answered by
+    /// [`AdminReply::Cameras`] with the changed camera alone. Lowering `retain_bytes` deletes
+    /// the excess recordings before the answer.
+    SetCamera {
+        /// The camera to change.
+        name: String,
+        /// New source (`file:`, `synthetic:`, `rtsp://`), if any.
+        source: Option<String>,
+        /// New quota in bytes, if any.
+        retain_bytes: Option<i64>,
+        /// New longest delay from a recording's start to its commit, in seconds, if any.
+        flush_if_sec: Option<u32>,
+        /// New rotation interval of media time, in seconds, if any.
+        rotate_sec: Option<u32>,
+    },
+    /// Removes the camera `name`, answered by [`AdminReply::Ok`] once its row is gone and its
+    /// recordings' files are unlinked. A live ingest connection of the camera is dropped first
+    /// (its recording salvaged) when `delete_recordings` is set.
+    RemoveCamera {
+        /// The camera to remove.
+        name: String,
+        /// Also delete its recordings; without it, a camera that has any (or one being
+        /// written) is refused.
+        delete_recordings: bool,
+    },
 }
 
 /// The syncer's answer to one [`AdminRequest`].
@@ -265,6 +300,36 @@ pub enum AdminReply {
         /// What was wrong, naming the object (stream name, version) and what was expected.
         message: String,
     },
+    /// Answer to [`AdminRequest::ListCameras`] (every camera, in id order), and to
+    /// [`AdminRequest::AddCamera`] and [`AdminRequest::SetCamera`] (the one camera, as it is
+    /// now).
+    Cameras(Vec<CameraInfo>),
+}
+
+/// A camera's settings, as a user configures them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraConfig {
+    /// Where its ingest reads from: `file:PATH[?...]`, `synthetic:[?...]` or `rtsp://HOST...`.
+    pub source: String,
+    /// Quota in bytes: retention keeps the camera's committed recordings, each rounded up to
+    /// 4 KiB, at or below it by deleting the oldest.
+    pub retain_bytes: i64,
+    /// Longest delay from a recording's start to its commit, in seconds (`0..=3600`).
+    pub flush_if_sec: u32,
+    /// Rotate to a new recording at the first key frame past this much media time, in seconds
+    /// (`1..=270`).
+    pub rotate_sec: u32,
+}
+
+/// One camera in [`AdminReply::Cameras`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CameraInfo {
+    /// The camera's stream id (the high 32 bits of its recordings' ids); never reused.
+    pub id: i32,
+    /// The camera's name.
+    pub name: String,
+    /// Its settings.
+    pub config: CameraConfig,
 }
 
 /// The syncer's view of every stream, as committed (what `nvr status` shows).
@@ -292,6 +357,8 @@ pub struct StreamStatus {
     pub newest_committed: Option<CompositeId>,
     /// The recording the stream's ingest is writing now, if any.
     pub growing: Option<CompositeId>,
+    /// Start of `newest_committed`, 90 kHz ticks since the Unix epoch.
+    pub newest_committed_start: Option<Time>,
 }
 
 /// One committed recording (what `nvr recordings` lists).

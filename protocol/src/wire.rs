@@ -472,6 +472,27 @@ mod tests {
                 stream_name: Some("cam-b".to_owned()),
             },
             AdminRequest::Shutdown,
+            AdminRequest::ListCameras,
+            AdminRequest::AddCamera {
+                name: "cam-a".to_owned(),
+                config: CameraConfig {
+                    source: "rtsp://cam-a.local/stream1".to_owned(),
+                    retain_bytes: 10 << 30,
+                    flush_if_sec: 60,
+                    rotate_sec: 60,
+                },
+            },
+            AdminRequest::SetCamera {
+                name: "cam-a".to_owned(),
+                source: None,
+                retain_bytes: Some(1 << 30),
+                flush_if_sec: None,
+                rotate_sec: Some(30),
+            },
+            AdminRequest::RemoveCamera {
+                name: "cam-a".to_owned(),
+                delete_recordings: true,
+            },
         ] {
             assert_round_trips(req);
         }
@@ -486,6 +507,7 @@ mod tests {
                     retain_bytes: 10 << 30,
                     newest_committed: Some(id),
                     growing: None,
+                    newest_committed_start: Some(Time(1_700_000_000 * 90_000)),
                 }],
             }),
             AdminReply::Recordings(vec![RecordingSummary {
@@ -506,6 +528,16 @@ mod tests {
             AdminReply::Error {
                 message: "no stream named \"cam-z\"".to_owned(),
             },
+            AdminReply::Cameras(vec![CameraInfo {
+                id: 2,
+                name: "cam-a".to_owned(),
+                config: CameraConfig {
+                    source: "synthetic:".to_owned(),
+                    retain_bytes: 1 << 30,
+                    flush_if_sec: 0,
+                    rotate_sec: 2,
+                },
+            }]),
         ] {
             assert_round_trips(reply);
         }

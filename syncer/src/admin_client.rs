@@ -1,11 +1,13 @@
-//! The client side of the admin socket, for the supervisor, the `nvr` command line and tests.
+//! The client side of the admin socket, for the supervisor, the `nvr` command line and tests:
+//! status, recordings, cameras (list, add, set, remove), brokered ingest connections, shutdown.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use protocol::messages::{
-    AdminReply, AdminRequest, Hello, ROLE_ADMIN, RecordingSummary, StatusReport,
+    AdminReply, AdminRequest, CameraConfig, CameraInfo, Hello, ROLE_ADMIN, RecordingSummary,
+    StatusReport,
 };
 use protocol::wire::{Conn, WireError};
 use thiserror::Error;
@@ -92,6 +94,67 @@ impl AdminClient {
         match self.request(&req)? {
             AdminReply::Recordings(r) => Ok(r),
             other => Err(unexpected(other, "Recordings")),
+        }
+    }
+
+    /// Every camera with its settings, in id order.
+    pub fn cameras(&mut self) -> Result<Vec<CameraInfo>, AdminError> {
+        match self.request(&AdminRequest::ListCameras)? {
+            AdminReply::Cameras(c) => Ok(c),
+            other => Err(unexpected(other, "Cameras")),
+        }
+    }
+
+    /// Adds a camera; returns it as added.
+    pub fn add_camera(
+        &mut self,
+        name: &str,
+        config: CameraConfig,
+    ) -> Result<CameraInfo, AdminError> {
+        let req = AdminRequest::AddCamera {
+            name: name.to_owned(),
+            config,
+        };
+        self.one_camera(&req)
+    }
+
+    /// Changes a camera's settings (`None` keeps one); returns the camera as changed. Lowering
+    /// `retain_bytes` has deleted the excess when this returns.
+    pub fn set_camera(
+        &mut self,
+        name: &str,
+        source: Option<String>,
+        retain_bytes: Option<i64>,
+        flush_if_sec: Option<u32>,
+        rotate_sec: Option<u32>,
+    ) -> Result<CameraInfo, AdminError> {
+        let req = AdminRequest::SetCamera {
+            name: name.to_owned(),
+            source,
+            retain_bytes,
+            flush_if_sec,
+            rotate_sec,
+        };
+        self.one_camera(&req)
+    }
+
+    /// Removes a camera (see [`AdminRequest::RemoveCamera`]); its files are unlinked when this
+    /// returns.
+    pub fn remove_camera(&mut self, name: &str, delete_recordings: bool) -> Result<(), AdminError> {
+        let req = AdminRequest::RemoveCamera {
+            name: name.to_owned(),
+            delete_recordings,
+        };
+        match self.request(&req)? {
+            AdminReply::Ok => Ok(()),
+            other => Err(unexpected(other, "Ok")),
+        }
+    }
+
+    fn one_camera(&mut self, req: &AdminRequest) -> Result<CameraInfo, AdminError> {
+        match self.request(req)? {
+            AdminReply::Cameras(mut c) if c.len() == 1 => Ok(c.remove(0)),
+            other => Err(unexpected(other, "Cameras with one camera")),
         }
     }
 

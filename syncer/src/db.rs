@@ -10,6 +10,7 @@
 use std::io;
 use std::path::Path;
 
+use protocol::messages::{CameraConfig, CameraInfo};
 use protocol::{CompositeId, Time};
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
@@ -19,6 +20,12 @@ use crate::meta::Open;
 
 /// Flag bit of `recording.flags`: the last sample's duration is unknown and stored as 0.
 pub const FLAG_TRAILING_ZERO: i32 = 1;
+
+/// Flag bit of `recording.flags`: the sample file is known to be gone. `nvr check --repair`
+/// sets it on a row whose file it found missing, so later checks report the loss as a note
+/// instead of a violation; the row keeps its place in quota accounting until retention deletes
+/// it (its unlink then finds nothing, which garbage collection tolerates).
+pub const FLAG_FILE_MISSING: i32 = 2;
 
 /// The migrations, index `i` taking a database from `user_version` `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
@@ -75,6 +82,152 @@ pub struct StreamConfig {
     pub flush_if_sec: u32,
     /// Rotate to a new recording at the first key frame past this media duration.
     pub rotate_sec: u32,
+}
+
+/// Longest rotation interval, in seconds: a recording must stay within the duration limits of
+/// [`crate::limits`] (five minutes) with room for the key frame after it.
+pub const MAX_ROTATE_SEC: u32 = 270;
+
+/// Longest `flush_if_sec`: an hour of accepted recordings is the most a syncer crash may lose.
+pub const MAX_FLUSH_IF_SEC: u32 = 3600;
+
+/// Longest camera name, in bytes.
+pub const MAX_CAMERA_NAME_LEN: usize = 64;
+
+/// A camera name or setting that nvr does not accept. Checked in one place
+/// ([`validate_camera_name`], [`StreamConfig::validate`]) for every path that adds or changes
+/// a camera: the daemon's admin socket and the offline command line alike.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error(
+        "camera name {0:?} is invalid: expected 1 to {MAX_CAMERA_NAME_LEN} of the characters \
+         A-Z a-z 0-9 _ . -, not starting with -"
+    )]
+    BadName(String),
+    #[error(
+        "camera source {text:?} is invalid: {why}; expected file:PATH, synthetic:[?OPTIONS] \
+         or rtsp://HOST[:PORT]/PATH"
+    )]
+    BadSource { text: String, why: &'static str },
+    #[error("rotate_sec {0} is out of range: expected 1 to {MAX_ROTATE_SEC} seconds")]
+    BadRotate(u32),
+    #[error("flush_if_sec {0} is out of range: expected 0 to {MAX_FLUSH_IF_SEC} seconds")]
+    BadFlushIf(u32),
+    #[error("retain_bytes {0} is negative: expected a quota of 0 bytes or more")]
+    NegativeRetain(i64),
+}
+
+/// Checks a camera (stream) name: 1 to [`MAX_CAMERA_NAME_LEN`] of `[A-Za-z0-9_.-]`, not
+/// starting with `-` (it is passed as `nvr-ingest --camera NAME`, where it must not look like
+/// an option).
+pub fn validate_camera_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_CAMERA_NAME_LEN
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::BadName(name.to_owned()))
+    }
+}
+
+/// Checks a source's form (not whether it can be read: that is the ingest's job).
+fn validate_source(source: &str) -> Result<(), ConfigError> {
+    let bad = |why| ConfigError::BadSource {
+        text: source.to_owned(),
+        why,
+    };
+    if source.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad("it contains whitespace or a control character"));
+    }
+    if source.starts_with("file:") || source.starts_with("synthetic:") {
+        return Ok(());
+    }
+    let Some(rest) = source.strip_prefix("rtsp://") else {
+        return Err(bad("unknown scheme"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(bad("an IPv6 host is missing its closing ]"));
+        };
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => return Err(bad("unexpected text after the IPv6 host")),
+            },
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("it has no host"));
+    }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
+    {
+        return Err(bad("its port is not a number from 0 to 65535"));
+    }
+    Ok(())
+}
+
+impl StreamConfig {
+    /// Checks every setting: the source's form, `rotate_sec` in `1..=`[`MAX_ROTATE_SEC`],
+    /// `flush_if_sec` at most [`MAX_FLUSH_IF_SEC`], `retain_bytes` not negative.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_source(&self.source)?;
+        if !(1..=MAX_ROTATE_SEC).contains(&self.rotate_sec) {
+            return Err(ConfigError::BadRotate(self.rotate_sec));
+        }
+        if self.flush_if_sec > MAX_FLUSH_IF_SEC {
+            return Err(ConfigError::BadFlushIf(self.flush_if_sec));
+        }
+        if self.retain_bytes < 0 {
+            return Err(ConfigError::NegativeRetain(self.retain_bytes));
+        }
+        Ok(())
+    }
+}
+
+impl From<CameraConfig> for StreamConfig {
+    fn from(c: CameraConfig) -> Self {
+        StreamConfig {
+            source: c.source,
+            retain_bytes: c.retain_bytes,
+            flush_if_sec: c.flush_if_sec,
+            rotate_sec: c.rotate_sec,
+        }
+    }
+}
+
+impl From<StreamConfig> for CameraConfig {
+    fn from(c: StreamConfig) -> Self {
+        CameraConfig {
+            source: c.source,
+            retain_bytes: c.retain_bytes,
+            flush_if_sec: c.flush_if_sec,
+            rotate_sec: c.rotate_sec,
+        }
+    }
+}
+
+/// A camera as the admin socket and `nvr camera list` show it.
+impl From<&StreamRow> for CameraInfo {
+    fn from(row: &StreamRow) -> Self {
+        CameraInfo {
+            id: row.id,
+            name: row.name.clone(),
+            config: row.config.clone().into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -404,16 +557,39 @@ impl Database {
 
     /// Committed recordings, optionally of one stream, oldest first.
     pub fn recordings(&self, stream_id: Option<i32>) -> Result<Vec<RecordingRow>, DbError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.select_recordings(
+            "where ?1 is null or r.stream_id = ?1 order by r.composite_id",
+            stream_id,
+        )
+    }
+
+    /// The newest committed recording of a stream, if it has any.
+    pub fn newest_recording(&self, stream_id: i32) -> Result<Option<RecordingRow>, DbError> {
+        Ok(self
+            .select_recordings(
+                // A range of the primary key (the stream id is its high 32 bits), so that
+                // SQLite reads one row rather than scanning the other streams' rows.
+                "where r.composite_id >= (?1 << 32) and r.composite_id < ((?1 + 1) << 32)
+                 order by r.composite_id desc limit 1",
+                Some(stream_id),
+            )?
+            .pop())
+    }
+
+    /// Recording rows selected by `filter` (a `where ... order by ...` tail using `?1`).
+    fn select_recordings(
+        &self,
+        filter: &'static str,
+        param: Option<i32>,
+    ) -> Result<Vec<RecordingRow>, DbError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
             "select r.composite_id, r.open_id, r.run_offset, r.flags, r.start_time_90k,
                     r.wall_duration_90k, r.media_duration_90k, r.video_samples,
                     r.video_sync_samples, r.sample_file_bytes, r.video_sample_entry_id,
                     r.local_time_delta_90k, r.sample_file_blake3, r.end_reason
-             from recording r
-             where ?1 is null or r.stream_id = ?1
-             order by r.composite_id",
-        )?;
-        let rows = stmt.query_map([stream_id], |r| {
+             from recording r {filter}"
+        ))?;
+        let rows = stmt.query_map([param], |r| {
             Ok((
                 RecordingRow {
                     id: CompositeId(r.get(0)?),
@@ -443,6 +619,37 @@ impl Database {
             out.push(row);
         }
         Ok(out)
+    }
+
+    /// Removes a stream in one transaction: its recordings' rows and indexes are deleted and
+    /// their ids become garbage, then its row goes. Returns the ids moved to garbage. Stream
+    /// ids come from `autoincrement`, so the id is never given to another stream; recovery
+    /// treats any file of it left behind as a file of an unknown stream (garbage).
+    pub fn remove_stream(&mut self, stream_id: i32) -> Result<Vec<CompositeId>, DbError> {
+        self.transact(|tx| {
+            let ids: Vec<CompositeId> = {
+                let mut stmt = tx.prepare_cached(
+                    "select composite_id from recording where stream_id = ? order by composite_id",
+                )?;
+                let rows = stmt.query_map([stream_id], |r| Ok(CompositeId(r.get(0)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "insert into garbage (composite_id)
+                 select composite_id from recording where stream_id = ?",
+                [stream_id],
+            )?;
+            tx.execute(
+                "delete from recording_playback where composite_id in
+                 (select composite_id from recording where stream_id = ?)",
+                [stream_id],
+            )?;
+            tx.execute("delete from recording where stream_id = ?", [stream_id])?;
+            if tx.execute("delete from stream where id = ?", [stream_id])? != 1 {
+                return Err(DbError::NoSuchStream(stream_id));
+            }
+            Ok(ids)
+        })
     }
 
     /// The sample index of a committed recording.
@@ -589,6 +796,64 @@ impl Database {
                             "stream {stream}: next recording id would move backwards to {n}"
                         )));
                     }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Opens an existing database read-only, for `nvr check` while a syncer is running: it
+    /// neither migrates nor changes any pragma that would write, and WAL lets it read while
+    /// the syncer commits.
+    pub fn open_read_only(path: &Path) -> Result<Database, DbError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("pragma busy_timeout = 5000;")?;
+        let version: i32 = conn.query_row("pragma user_version", [], |r| r.get(0))?;
+        if version == 0 {
+            return Err(DbError::NotInitialized);
+        }
+        if version > SCHEMA_VERSION {
+            return Err(DbError::TooNew { found: version });
+        }
+        if version < SCHEMA_VERSION {
+            return Err(DbError::Corrupt(format!(
+                "schema version {version} needs a migration, which a read-only open cannot do"
+            )));
+        }
+        Ok(Database {
+            conn,
+            commit_hook: None,
+        })
+    }
+
+    /// Runs the queries of `f` in one read transaction, so that together they see a single
+    /// state of the database even while a syncer commits (`nvr check` on a running data dir).
+    /// Nothing is written: the transaction is rolled back.
+    pub fn read_snapshot<T, E: From<DbError>>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self.conn.unchecked_transaction().map_err(DbError::from)?;
+        let out = f(self);
+        tx.rollback().map_err(DbError::from)?;
+        out
+    }
+
+    /// Sets [`FLAG_FILE_MISSING`] on each of `ids`, in one transaction; fails (changing nothing)
+    /// if any is not a committed recording.
+    pub fn mark_files_missing(&mut self, ids: &[CompositeId]) -> Result<(), DbError> {
+        self.transact(|tx| {
+            let mut mark = tx.prepare_cached(
+                "update recording set flags = flags | ?2 where composite_id = ?1",
+            )?;
+            for &id in ids {
+                if mark.execute(params![id.0, FLAG_FILE_MISSING])? != 1 {
+                    return Err(DbError::Corrupt(format!(
+                        "recording {id} to mark as missing its file is not in the database"
+                    )));
                 }
             }
             Ok(())
@@ -778,6 +1043,130 @@ mod tests {
         db.add_stream("a", &config()).unwrap();
         let e = db.add_stream("a", &config()).unwrap_err();
         assert!(matches!(e, DbError::DuplicateStream(_)));
+    }
+
+    #[test]
+    fn camera_names_are_short_plain_and_never_look_like_options() {
+        for ok in ["a", "cam-1", "Front_Door.hd", "0", &"x".repeat(64)] {
+            assert_eq!(validate_camera_name(ok), Ok(()), "{ok:?}");
+        }
+        for bad in ["", "-cam", "a b", "a/b", "caméra", "a\n", &"x".repeat(65)] {
+            let e = validate_camera_name(bad).unwrap_err();
+            assert_eq!(e, ConfigError::BadName(bad.to_owned()));
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn sources_need_a_known_scheme_and_rtsp_a_host() {
+        for ok in [
+            "file:/srv/clip.h264",
+            "file:clip.h264?speed=max",
+            "synthetic:",
+            "synthetic:?fps=30",
+            "rtsp://cam.local/stream1",
+            "rtsp://user:pa:ss@10.0.0.7:554/h264",
+            "rtsp://[fe80::1]:8554",
+            "rtsp://[::1]",
+            "rtsp://host?x=1",
+        ] {
+            let c = StreamConfig {
+                source: ok.to_owned(),
+                ..config()
+            };
+            assert_eq!(c.validate(), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "unknown scheme"),
+            ("http://cam/", "unknown scheme"),
+            ("FILE:/x", "unknown scheme"),
+            ("rtsp://", "no host"),
+            ("rtsp:///path", "no host"),
+            ("rtsp://user@:554/x", "no host"),
+            ("rtsp://cam:99999/", "port"),
+            ("rtsp://cam:/", "port"),
+            ("rtsp://cam:12a/", "port"),
+            ("rtsp://[::1/", "closing ]"),
+            ("rtsp://[::1]x/", "after the IPv6 host"),
+            ("file:/a b", "whitespace"),
+        ] {
+            let c = StreamConfig {
+                source: bad.to_owned(),
+                ..config()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(matches!(e, ConfigError::BadSource { .. }), "{bad:?}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(why) && text.contains("rtsp://HOST"),
+                "{bad:?}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_against_their_ranges() {
+        let with = |f: fn(&mut StreamConfig)| {
+            let mut c = config();
+            f(&mut c);
+            c.validate()
+        };
+        assert_eq!(with(|c| c.rotate_sec = 1), Ok(()));
+        assert_eq!(with(|c| c.rotate_sec = MAX_ROTATE_SEC), Ok(()));
+        assert_eq!(with(|c| c.rotate_sec = 0), Err(ConfigError::BadRotate(0)));
+        assert_eq!(
+            with(|c| c.rotate_sec = 271),
+            Err(ConfigError::BadRotate(271))
+        );
+        assert_eq!(with(|c| c.flush_if_sec = 0), Ok(()));
+        assert_eq!(with(|c| c.flush_if_sec = 3600), Ok(()));
+        assert_eq!(
+            with(|c| c.flush_if_sec = 3601),
+            Err(ConfigError::BadFlushIf(3601))
+        );
+        assert_eq!(with(|c| c.retain_bytes = 0), Ok(()));
+        assert_eq!(
+            with(|c| c.retain_bytes = -1),
+            Err(ConfigError::NegativeRetain(-1))
+        );
+        let e = with(|c| c.rotate_sec = 271).unwrap_err().to_string();
+        assert!(e.contains("271") && e.contains("1 to 270"), "{e}");
+    }
+
+    #[test]
+    fn removing_a_stream_moves_its_rows_to_garbage_and_keeps_its_id_unused() {
+        let (_tmp, mut db) = new_db();
+        let a = db.add_stream("a", &config()).unwrap();
+        let b = db.add_stream("b", &config()).unwrap();
+        let (a0, a1, b0) = (
+            CompositeId::new(a, 0),
+            CompositeId::new(a, 1),
+            CompositeId::new(b, 0),
+        );
+        db.commit_batch(&FlushBatch {
+            inserts: vec![row(a0), row(a1), row(b0)],
+            next_recording_ids: vec![(a, 2), (b, 1)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.newest_recording(a).unwrap().map(|r| r.id), Some(a1));
+        assert_eq!(db.remove_stream(a).unwrap(), vec![a0, a1]);
+        assert_eq!(db.garbage().unwrap(), vec![a0, a1]);
+        assert_eq!(db.video_index(a0).unwrap(), None);
+        assert_eq!(
+            db.recordings(None)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec![b0]
+        );
+        assert_eq!(db.newest_recording(a).unwrap(), None);
+        assert!(matches!(db.remove_stream(a), Err(DbError::NoSuchStream(_))));
+        // autoincrement: a new stream never gets the removed id, even the highest one.
+        db.remove_stream(b).unwrap();
+        let c = db.add_stream("a", &config()).unwrap();
+        assert!(c > b, "{c}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io;
 use protocol::CompositeId;
 use thiserror::Error;
 
-use crate::db::DbError;
+use crate::db::{ConfigError, DbError};
 use crate::meta::MetaError;
 
 #[derive(Debug, Error)]
@@ -45,6 +45,29 @@ pub enum Error {
     Bug(String),
     #[error("the syncer is shutting down")]
     ShuttingDown,
+    /// A camera name or setting was refused; nothing changed.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// Removing a camera that has committed recordings needs `delete_recordings`.
+    #[error(
+        "camera {name:?} has {recordings} committed recording(s); removing it deletes them, \
+         so ask for that explicitly (`nvr camera remove {name} --delete-recordings`)"
+    )]
+    HasRecordings {
+        stream: i32,
+        name: String,
+        recordings: usize,
+    },
+    /// A camera cannot be removed while one of its recordings is being written or saved.
+    #[error(
+        "camera {name:?}: recording {recording} is still being written or saved; \
+         stop its ingest first"
+    )]
+    StreamBusy {
+        stream: i32,
+        name: String,
+        recording: CompositeId,
+    },
 }
 
 impl Error {

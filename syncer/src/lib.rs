@@ -9,6 +9,7 @@
 //! simulate power loss; every clock read goes through `protocol::clock`.
 
 pub mod admin_client;
+pub mod check;
 pub mod db;
 pub mod durability;
 pub mod error;

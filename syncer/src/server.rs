@@ -34,13 +34,13 @@ use std::time::Instant;
 use protocol::CompositeId;
 use protocol::clock::{Clock, RealClock};
 use protocol::messages::{
-    AdminReply, AdminRequest, Hello, HelloReply, IngestReply, IngestRequest, PROTOCOL_VERSION,
-    ROLE_ADMIN, ROLE_INGEST, RecordingSummary, StatusReport, StreamStatus,
+    AdminReply, AdminRequest, CameraInfo, Hello, HelloReply, IngestReply, IngestRequest,
+    PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST, RecordingSummary, StatusReport, StreamStatus,
 };
 use protocol::wire::{self, Conn, WireError};
 use tracing::{debug, error, info, warn};
 
-use crate::db::{Database, RecordingToInsert};
+use crate::db::{Database, RecordingToInsert, StreamConfig, StreamRow};
 use crate::durability::{PendingSave, SaveFailure};
 use crate::error::Error;
 use crate::fs::RealDir;
@@ -102,7 +102,7 @@ enum Event {
     },
     Admin {
         req: AdminRequest,
-        reply: Sender<(AdminReply, Option<OwnedFd>)>,
+        reply: AdminAnswer,
     },
     /// A graceful stop; a second one cuts the grace period short.
     Stop {
@@ -120,6 +120,18 @@ struct Connection {
     out: SyncSender<Outgoing>,
     /// Answered the hello: only then may `Committed` be pushed.
     greeted: bool,
+}
+
+/// Where an admin request's answer goes.
+type AdminAnswer = Sender<(AdminReply, Option<OwnedFd>)>;
+
+/// An [`AdminRequest::RemoveCamera`] waiting for the camera's recordings in flight (the
+/// salvage of the one its dropped connection was writing) to be saved.
+struct PendingRemoval {
+    stream: i32,
+    name: String,
+    delete_recordings: bool,
+    reply: AdminAnswer,
 }
 
 struct Job {
@@ -181,6 +193,7 @@ pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Re
         jobs_in_flight: 0,
         stop: None,
         grace: opts.shutdown_grace,
+        removals: Vec::new(),
     };
     core.run(rx)
 }
@@ -214,6 +227,8 @@ struct Core {
     jobs_in_flight: usize,
     stop: Option<Stopping>,
     grace: std::time::Duration,
+    /// Camera removals waiting for their stream's saves; its connections are refused meanwhile.
+    removals: Vec<PendingRemoval>,
 }
 
 impl Core {
@@ -238,6 +253,13 @@ impl Core {
                 self.push_committed(c);
             }
             if self.advance_stop() {
+                self.try_removals()?;
+                for p in self.removals.drain(..) {
+                    let _ = p.reply.send(admin_error(format!(
+                        "camera {:?} was not removed: the syncer stopped first",
+                        p.name
+                    )));
+                }
                 let c = self.syncer.shutdown()?;
                 self.push_committed(c);
                 info!("stopped cleanly");
@@ -302,11 +324,27 @@ impl Core {
             } => {
                 self.jobs_in_flight -= 1;
                 self.saved(conn, id, salvage, result)?;
+                self.try_removals()?;
             }
+            Event::Admin {
+                req:
+                    AdminRequest::RemoveCamera {
+                        name,
+                        delete_recordings,
+                    },
+                reply,
+            } => self.remove_camera(name, delete_recordings, reply)?,
             Event::Admin { req, reply } => {
-                let answer = self.admin(req);
                 // The admin thread may be gone (its client hung up); nothing to do then.
-                let _ = reply.send(answer);
+                match self.admin(req) {
+                    Ok(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(admin_error(e.to_string()));
+                        return Err(e);
+                    }
+                }
             }
             Event::Stop { why } => match self.stop {
                 None => self.begin_stop(&why),
@@ -501,36 +539,172 @@ impl Core {
         self.jobs_in_flight += 1;
     }
 
-    fn admin(&mut self, req: AdminRequest) -> (AdminReply, Option<OwnedFd>) {
-        let error = |message: String| (AdminReply::Error { message }, None);
+    /// Answers an admin request. `Err` only for a fatal error, which stops the syncer.
+    fn admin(&mut self, req: AdminRequest) -> Result<(AdminReply, Option<OwnedFd>), Error> {
+        let error = |message: String| Ok(admin_error(message));
         match req {
             AdminRequest::ConnectIngest { stream_name } => {
                 if self.stop.is_some() {
                     return error("the syncer is shutting down".to_owned());
                 }
-                let Some(row) = self
-                    .syncer
-                    .stream_rows()
-                    .into_iter()
-                    .find(|r| r.name == stream_name)
-                else {
-                    return error(format!("no camera named {stream_name:?}"));
+                let Some(row) = self.row_named(&stream_name) else {
+                    return error(no_camera(&stream_name));
                 };
+                if self.removals.iter().any(|p| p.stream == row.id) {
+                    return error(format!("camera {stream_name:?} is being removed"));
+                }
                 match self.connect_ingest(row.id) {
-                    Ok(fd) => (AdminReply::IngestConnection, Some(fd)),
+                    Ok(fd) => Ok((AdminReply::IngestConnection, Some(fd))),
                     Err(e) => error(format!("connection for {stream_name:?}: {e}")),
                 }
             }
-            AdminRequest::Status => (AdminReply::Status(self.status()), None),
+            AdminRequest::Status => match self.status() {
+                Ok(r) => Ok((AdminReply::Status(r), None)),
+                Err(e) => error(format!("status: {e}")),
+            },
             AdminRequest::Recordings { stream_name } => match self.recordings(stream_name) {
-                Ok(r) => (AdminReply::Recordings(r), None),
+                Ok(r) => Ok((AdminReply::Recordings(r), None)),
                 Err(e) => error(e.to_string()),
             },
             AdminRequest::Shutdown => {
                 self.begin_stop("asked on the admin socket");
-                (AdminReply::Ok, None)
+                Ok((AdminReply::Ok, None))
+            }
+            AdminRequest::ListCameras => Ok((
+                AdminReply::Cameras(self.syncer.stream_rows().iter().map(camera_info).collect()),
+                None,
+            )),
+            AdminRequest::AddCamera { name, config } => {
+                match self.syncer.add_stream(&name, StreamConfig::from(config)) {
+                    Ok(_) => self.camera_answer(&name),
+                    Err(e) if e.is_fatal() => Err(e),
+                    Err(e) => error(format!("camera {name:?} not added: {e}")),
+                }
+            }
+            AdminRequest::SetCamera {
+                name,
+                source,
+                retain_bytes,
+                flush_if_sec,
+                rotate_sec,
+            } => {
+                let Some(row) = self.row_named(&name) else {
+                    return error(no_camera(&name));
+                };
+                let mut config = row.config.clone();
+                config.source = source.unwrap_or(config.source);
+                config.retain_bytes = retain_bytes.unwrap_or(config.retain_bytes);
+                config.flush_if_sec = flush_if_sec.unwrap_or(config.flush_if_sec);
+                config.rotate_sec = rotate_sec.unwrap_or(config.rotate_sec);
+                if config.retain_bytes < row.config.retain_bytes {
+                    // Commit what is synced now (telling the ingests), so that the flush the
+                    // lowered quota makes carries only its deletions.
+                    match self.syncer.flush("before lowering a quota") {
+                        Ok(c) => self.push_committed(c),
+                        Err(e) if e.is_fatal() => return Err(e),
+                        Err(e) => return error(format!("camera {name:?} not changed: {e}")),
+                    }
+                }
+                match self.syncer.set_stream_config(row.id, config) {
+                    Ok(()) => self.camera_answer(&name),
+                    Err(e) if e.is_fatal() => Err(e),
+                    Err(e) => error(format!("camera {name:?} not changed: {e}")),
+                }
+            }
+            AdminRequest::RemoveCamera { .. } => {
+                unreachable!("handled by Core::remove_camera, which may answer later")
             }
         }
+    }
+
+    fn row_named(&self, name: &str) -> Option<StreamRow> {
+        self.syncer
+            .stream_rows()
+            .into_iter()
+            .find(|r| r.name == name)
+    }
+
+    /// [`AdminReply::Cameras`] with the camera `name` alone, as it is now.
+    fn camera_answer(&self, name: &str) -> Result<(AdminReply, Option<OwnedFd>), Error> {
+        let row = self
+            .row_named(name)
+            .ok_or_else(|| Error::Bug(format!("camera {name:?} vanished while changing it")))?;
+        Ok((AdminReply::Cameras(vec![camera_info(&row)]), None))
+    }
+
+    /// Starts removing a camera. With `delete_recordings`, its live ingest connection is
+    /// dropped first (so its growing recording is salvaged, then deleted with the rest) and
+    /// the answer waits for that salvage; without, a camera with recordings or a recording in
+    /// flight is refused at once.
+    fn remove_camera(
+        &mut self,
+        name: String,
+        delete_recordings: bool,
+        reply: AdminAnswer,
+    ) -> Result<(), Error> {
+        let Some(row) = self.row_named(&name) else {
+            let _ = reply.send(admin_error(no_camera(&name)));
+            return Ok(());
+        };
+        if self.removals.iter().any(|p| p.stream == row.id) {
+            let _ = reply.send(admin_error(format!(
+                "camera {name:?} is already being removed"
+            )));
+            return Ok(());
+        }
+        if delete_recordings && let Some(&conn) = self.by_stream.get(&row.id) {
+            info!(stream = row.id, %name, "dropping the connection of a camera being removed");
+            self.drop_conn(conn, "camera removed");
+        }
+        self.removals.push(PendingRemoval {
+            stream: row.id,
+            name,
+            delete_recordings,
+            reply,
+        });
+        self.try_removals()
+    }
+
+    /// Completes the pending removals whose streams have nothing being written or saved.
+    fn try_removals(&mut self) -> Result<(), Error> {
+        let mut i = 0;
+        while i < self.removals.len() {
+            let p = &self.removals[i];
+            if p.delete_recordings && self.syncer.stream_busy(p.stream) {
+                i += 1;
+                continue;
+            }
+            let p = self.removals.remove(i);
+            let result = match self.syncer.flush("before removing a camera") {
+                Ok(c) => {
+                    self.push_committed(c);
+                    self.syncer.remove_stream(p.stream, p.delete_recordings)
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(&conn) = self.by_stream.get(&p.stream) {
+                        self.drop_conn(conn, "camera removed");
+                    }
+                    // Its worker is idle (nothing is being saved): let it end.
+                    self.workers.remove(&p.stream);
+                    let _ = p.reply.send((AdminReply::Ok, None));
+                }
+                Err(e) => {
+                    let message = match &e {
+                        // These name the camera and say what to do.
+                        Error::HasRecordings { .. } | Error::StreamBusy { .. } => e.to_string(),
+                        _ => format!("camera {:?} not removed: {e}", p.name),
+                    };
+                    let _ = p.reply.send(admin_error(message));
+                    if e.is_fatal() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes a socketpair bound to `stream`, taking over from its previous connection.
@@ -569,28 +743,30 @@ impl Core {
         Ok(OwnedFd::from(theirs))
     }
 
-    fn status(&self) -> StatusReport {
-        let streams = self
-            .syncer
-            .stream_rows()
-            .into_iter()
-            .map(|r| {
-                let s = self
-                    .syncer
-                    .stream_summary(r.id)
-                    .expect("rows and summaries agree");
-                StreamStatus {
-                    id: r.id,
-                    name: r.name,
-                    committed_recordings: s.committed_recordings as u64,
-                    committed_bytes: s.committed_bytes,
-                    retain_bytes: r.config.retain_bytes,
-                    newest_committed: s.newest_committed,
-                    growing: s.growing,
-                }
-            })
-            .collect();
-        StatusReport { streams }
+    /// The status report; `Err` only for a failed database read.
+    fn status(&self) -> Result<StatusReport, Error> {
+        let mut streams = Vec::new();
+        for r in self.syncer.stream_rows() {
+            let s = self
+                .syncer
+                .stream_summary(r.id)
+                .expect("rows and summaries agree");
+            let newest_committed_start = match s.newest_committed {
+                Some(_) => self.syncer.db().newest_recording(r.id)?.map(|n| n.start),
+                None => None,
+            };
+            streams.push(StreamStatus {
+                id: r.id,
+                name: r.name,
+                committed_recordings: s.committed_recordings as u64,
+                committed_bytes: s.committed_bytes,
+                retain_bytes: r.config.retain_bytes,
+                newest_committed: s.newest_committed,
+                growing: s.growing,
+                newest_committed_start,
+            });
+        }
+        Ok(StatusReport { streams })
     }
 
     fn recordings(&self, stream_name: Option<String>) -> Result<Vec<RecordingSummary>, Error> {
@@ -629,6 +805,18 @@ impl Core {
             })
             .collect())
     }
+}
+
+fn admin_error(message: String) -> (AdminReply, Option<OwnedFd>) {
+    (AdminReply::Error { message }, None)
+}
+
+fn no_camera(name: &str) -> String {
+    format!("no camera named {name:?}")
+}
+
+fn camera_info(row: &StreamRow) -> CameraInfo {
+    CameraInfo::from(row)
 }
 
 /// Reads an ingest connection: its hello, then requests, until it ends.

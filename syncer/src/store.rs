@@ -38,7 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::db::{
     Database, FLAG_TRAILING_ZERO, FlushBatch, RecordingRow, RecordingToInsert, StreamConfig,
-    StreamRow,
+    StreamRow, validate_camera_name,
 };
 use crate::durability::{PendingSave, SaveFailure, SaveMode};
 use crate::error::Error;
@@ -345,7 +345,11 @@ impl<D: Dir> Syncer<D> {
         })
     }
 
+    /// Adds a stream after checking its name and settings ([`validate_camera_name`],
+    /// [`StreamConfig::validate`]).
     pub fn add_stream(&mut self, name: &str, config: StreamConfig) -> Result<i32, Error> {
+        validate_camera_name(name)?;
+        config.validate()?;
         let id = self.db.add_stream(name, &config)?;
         let row = StreamRow {
             id,
@@ -362,6 +366,7 @@ impl<D: Dir> Syncer<D> {
     /// deletions are committed and their files unlinked before this returns.
     pub fn set_stream_config(&mut self, stream_id: i32, config: StreamConfig) -> Result<(), Error> {
         self.stream_mut(stream_id)?;
+        config.validate()?;
         self.db.update_stream_config(stream_id, &config)?;
         let s = self.stream_mut(stream_id)?;
         let lowered = config.retain_bytes < s.row.config.retain_bytes;
@@ -372,6 +377,80 @@ impl<D: Dir> Syncer<D> {
             self.collect_garbage()?;
         }
         Ok(())
+    }
+
+    /// Whether a recording of the stream is growing or being saved (a close or salvage whose
+    /// [`PendingSave`] has not finished): the stream cannot be removed now.
+    pub fn stream_busy(&self, stream_id: i32) -> bool {
+        self.busy_recording(stream_id).is_some()
+    }
+
+    fn busy_recording(&self, stream_id: i32) -> Option<CompositeId> {
+        let s = self.streams.get(&stream_id)?;
+        s.inflight.iter().find_map(|(&r, f)| {
+            matches!(f, InFlight::Growing(_) | InFlight::Saving { .. })
+                .then_some(CompositeId::new(stream_id, r))
+        })
+    }
+
+    /// Removes a stream. Refused (nothing changes) if it has committed recordings, or synced
+    /// ones about to be committed, and `delete_recordings` is false, or if a recording of it is
+    /// growing or being saved. Otherwise pending work of every stream is flushed first, then
+    /// ONE transaction moves all the stream's recordings to garbage and deletes its row
+    /// ([`Database::remove_stream`]), and their files are unlinked before this returns.
+    pub fn remove_stream(&mut self, stream_id: i32, delete_recordings: bool) -> Result<(), Error> {
+        let s = self
+            .streams
+            .get(&stream_id)
+            .ok_or(Error::NoSuchStream(stream_id))?;
+        let recordings = s.committed.len()
+            + s.to_delete.len()
+            + s.inflight
+                .values()
+                .filter(|f| matches!(f, InFlight::Synced(_)))
+                .count();
+        if recordings > 0 && !delete_recordings {
+            return Err(Error::HasRecordings {
+                stream: stream_id,
+                name: s.row.name.clone(),
+                recordings,
+            });
+        }
+        if let Some(recording) = self.busy_recording(stream_id) {
+            return Err(Error::StreamBusy {
+                stream: stream_id,
+                name: s.row.name.clone(),
+                recording,
+            });
+        }
+        if !s.inflight.is_empty() {
+            // Synced or discarded ids: committed (as recordings or garbage) first, so that the
+            // removal below sees every recording and leaves no id untracked.
+            self.flush("stream removal")?;
+        }
+        let s = self.stream_mut(stream_id)?;
+        assert!(
+            s.inflight.is_empty(),
+            "stream {stream_id}: in-flight recordings left after the flush before removal"
+        );
+        let name = s.row.name.clone();
+        let moved = self.db.remove_stream(stream_id)?;
+
+        // Committed: now, and only now, change the state.
+        let s = self.streams.remove(&stream_id).expect("checked above");
+        debug_assert_eq!(
+            moved.len(),
+            s.committed.len() + s.to_delete.len(),
+            "stream {stream_id}: database and memory disagree on its recordings"
+        );
+        info!(
+            stream = stream_id,
+            name,
+            recordings = moved.len(),
+            "stream removed; its recordings are garbage"
+        );
+        self.garbage_to_unlink.extend(moved);
+        self.collect_garbage()
     }
 
     pub fn add_sample_entry(

@@ -544,3 +544,138 @@ fn pts_going_backwards_is_rejected_and_discards() {
     poll(&mut s).unwrap();
     assert!(s.db().recordings(None).unwrap().is_empty());
 }
+
+/// Crash points of kind `Commit` (SQLite COMMITs) in the trace so far.
+fn commits(env: &Env) -> usize {
+    env.fs
+        .trace()
+        .iter()
+        .filter(|op| op.kind == OpKind::Commit)
+        .count()
+}
+
+#[test]
+fn removing_a_stream_moves_its_recordings_to_garbage_in_one_commit() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let (a, b) = (ids[0], ids[1]);
+    let mut s = start(&env).unwrap();
+    let mut a_ids = Vec::new();
+    let mut t = T0;
+    for run_offset in 0..3 {
+        let (id, end) = record(&mut s, &env.clock, a, run_offset, t, 3, 100).unwrap();
+        a_ids.push(id);
+        t = end;
+    }
+    let (b_id, _) = record(&mut s, &env.clock, b, 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    assert_eq!(recording_ids(s.db()).len(), 4);
+
+    // A failed COMMIT changes nothing: the removal is one transaction.
+    env.fs.fail_nth(OpKind::Commit, 0, Errno::EIO);
+    s.remove_stream(a, true).unwrap_err();
+    assert_eq!(recording_ids(s.db()).len(), 4);
+    assert_eq!(s.db().streams().unwrap().len(), 2);
+    assert_eq!(sample_files(&env.fs).len(), 4);
+
+    let before = commits(&env);
+    s.remove_stream(a, true).unwrap();
+    assert_eq!(commits(&env) - before, 1, "one COMMIT moved them all");
+    assert_eq!(
+        recording_ids(s.db()),
+        vec![b_id],
+        "the other stream untouched"
+    );
+    assert_eq!(
+        s.db().garbage().unwrap(),
+        a_ids,
+        "garbage rows stay until the next flush forgets them"
+    );
+    assert_eq!(
+        sample_files(&env.fs),
+        vec![b_id],
+        "files unlinked before returning"
+    );
+    let streams = s.db().streams().unwrap();
+    assert_eq!(streams.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
+    assert!(s.stream_summary(a).is_none());
+
+    // The id is never reused, and the next start finds everything consistent.
+    let c = s.add_stream("a", config(1 << 30, 0)).unwrap();
+    assert!(c > b, "new stream id {c} reuses a removed one");
+    s.shutdown().unwrap();
+    let s = start(&env).unwrap();
+    assert!(s.db().garbage().unwrap().is_empty());
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn removing_a_stream_with_recordings_needs_delete_recordings() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    // Synced but not yet committed counts too.
+    let e = s.remove_stream(a, false).unwrap_err();
+    assert!(
+        matches!(&e, Error::HasRecordings { recordings: 1, name, .. } if name == "a"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--delete-recordings"), "{e}");
+    poll(&mut s).unwrap();
+    let before = commits(&env);
+    let e = s.remove_stream(a, false).unwrap_err();
+    assert!(e.to_string().contains("1 committed recording"), "{e}");
+    assert_eq!(commits(&env), before, "a refusal commits nothing");
+    assert_eq!(recording_ids(s.db()), vec![id]);
+    assert_eq!(sample_files(&env.fs), vec![id]);
+}
+
+#[test]
+fn removing_a_stream_without_recordings_needs_no_flag() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    s.remove_stream(ids[0], false).unwrap();
+    assert_eq!(s.db().streams().unwrap().len(), 1);
+    let e = s.remove_stream(ids[0], false).unwrap_err();
+    assert!(matches!(e, Error::NoSuchStream(_)), "{e}");
+}
+
+#[test]
+fn a_stream_with_a_recording_in_flight_is_not_removed() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    let e = s.remove_stream(a, true).unwrap_err();
+    assert!(
+        matches!(e, Error::StreamBusy { recording, .. } if recording == w.id),
+        "{e}"
+    );
+    assert!(e.to_string().contains("being written"), "{e}");
+    // Once the writer is gone and its recording salvaged, the removal goes through, and the
+    // salvaged recording is deleted with the stream.
+    s.abandon_recording(w.id, "test").unwrap();
+    s.remove_stream(a, true).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+    assert!(sample_files(&env.fs).is_empty());
+    s.shutdown().unwrap();
+    let s = start(&env).unwrap();
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn invalid_camera_names_and_settings_are_refused_before_anything_changes() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let e = s.add_stream("no spaces", config(1 << 30, 0)).unwrap_err();
+    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
+    assert!(e.to_string().contains("\"no spaces\""), "{e}");
+    let mut bad = config(1 << 30, 0);
+    bad.rotate_sec = 0;
+    let e = s.add_stream("ok", bad.clone()).unwrap_err();
+    assert!(e.to_string().contains("rotate_sec 0"), "{e}");
+    let e = s.set_stream_config(a, bad).unwrap_err();
+    assert!(e.to_string().contains("rotate_sec 0"), "{e}");
+    assert_eq!(s.db().streams().unwrap().len(), 1);
+    assert_eq!(s.db().streams().unwrap()[0].config, config(1 << 30, 0));
+}

@@ -127,6 +127,11 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("nvr-ingest", camera = %args.camera);
     let _entered = span.enter();
+    // Not dumpable: no core dumps and no ptrace by other processes of the same uid (the flag
+    // is reset by exec, so the supervisor cannot set it for us).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        warn!(error = %e, "cannot clear the dumpable flag");
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
