@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use protocol::CompositeId;
 use protocol::clock::RealClock;
 use syncer::admin_client::AdminClient;
 use syncer::db::{Database, RecordingRow, StreamConfig};
-use syncer::layout::{DataDir, sample_file_name};
+use syncer::layout::DataDir;
 
 /// Path of a workspace binary built in the same profile as the running test or bench.
 ///
@@ -194,64 +193,20 @@ pub fn recordings(d: &DataDir) -> Vec<RecordingRow> {
         .expect("recordings")
 }
 
-/// Checks a stopped data dir: each committed recording's file has its length and blake3, its
-/// index decodes to its counts, runs abut, and no file is neither a recording nor garbage.
-/// Returns the violations, each naming the recording or file.
+/// Checks a stopped data dir with `syncer::check` (what `nvr check --hash` runs): every
+/// invariant of DESIGN.md, each file hashed. Returns the violations, each naming the
+/// recording or file.
 pub fn check(d: &DataDir) -> Vec<String> {
     let db = Database::open(&d.db_path()).expect("open db");
-    let rows = db.recordings(None).expect("recordings");
-    let garbage = db.garbage().expect("garbage");
-    let mut v = Vec::new();
-    for r in &rows {
-        let path = d.sample_dir_path().join(sample_file_name(r.id));
-        match std::fs::read(&path) {
-            Err(e) => v.push(format!("recording {}: {e}", r.id)),
-            Ok(data) => {
-                if data.len() as i64 != r.sample_file_bytes {
-                    v.push(format!(
-                        "recording {}: {} bytes on disk, {} in its row",
-                        r.id,
-                        data.len(),
-                        r.sample_file_bytes
-                    ));
-                }
-                if *blake3::hash(&data).as_bytes() != r.blake3 {
-                    v.push(format!("recording {}: blake3 mismatch", r.id));
-                }
-            }
-        }
-        let index = db.video_index(r.id).expect("index").unwrap_or_default();
-        match protocol::sample_index::summarize(&index) {
-            Ok(s)
-                if s.total_bytes as i64 == r.sample_file_bytes
-                    && s.samples as i32 == r.video_samples => {}
-            Ok(_) => v.push(format!("recording {}: index disagrees with its row", r.id)),
-            Err(e) => v.push(format!("recording {}: index: {e}", r.id)),
-        }
-    }
-    for w in rows.windows(2) {
-        let (a, b) = (&w[0], &w[1]);
-        if a.id.stream() == b.id.stream()
-            && b.run_offset == a.run_offset + 1
-            && b.start.0 != a.start.0 + i64::from(a.wall_duration_90k)
-        {
-            v.push(format!(
-                "recording {} does not start where {} ended",
-                b.id, a.id
-            ));
-        }
-    }
-    for e in std::fs::read_dir(d.sample_dir_path()).expect("sample dir") {
-        let name = e.expect("entry").file_name();
-        let name = name.to_string_lossy();
-        if let Some(id) = CompositeId::parse_file_name(name.as_bytes())
-            && !rows.iter().any(|r| r.id == id)
-            && !garbage.contains(&id)
-        {
-            v.push(format!(
-                "file {name} is neither a committed recording nor garbage"
-            ));
-        }
-    }
-    v
+    let dir = syncer::fs::RealDir::open_dir(&d.sample_dir_path()).expect("sample dir");
+    let opts = syncer::check::CheckOptions {
+        hash: true,
+        live: false,
+    };
+    let report = syncer::check::check(&db, &dir, opts, &mut |_| {}).expect("check runs");
+    report
+        .violations
+        .iter()
+        .map(|v| format!("{} {}: {}", v.kind.as_str(), v.subject, v.message))
+        .collect()
 }

@@ -1,0 +1,44 @@
+//! `nvr`: see `supervisor::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use supervisor::cli::{Cli, Command, DEFAULT_DATA_DIR};
+use supervisor::commands;
+use syncer::layout::DataDir;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let given = cli.data_dir.clone().map(DataDir::new);
+    let d = given
+        .clone()
+        .unwrap_or_else(|| DataDir::new(DEFAULT_DATA_DIR));
+    let (name, result) = match cli.command {
+        Command::Init => ("init", commands::init::run(&d)),
+        Command::Camera { command } => ("camera", commands::camera::run(&d, command)),
+        Command::Run(args) => ("run", commands::run::run(&d, args)),
+        Command::Status { json } => ("status", commands::status::status(&d, json)),
+        Command::Recordings { camera, json } => (
+            "recordings",
+            commands::status::recordings(&d, camera.as_deref(), json),
+        ),
+        Command::Check { hash, repair, json } => {
+            ("check", commands::check::run(&d, hash, repair, json))
+        }
+        Command::Demo(args) => ("demo", commands::demo::run(given, args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nvr {name}: {}: {e}", d.root.display());
+            ExitCode::FAILURE
+        }
+    }
+}

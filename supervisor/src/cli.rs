@@ -1,0 +1,163 @@
+//! The command line: global options and the subcommands. Each subcommand's behaviour is in
+//! `crate::commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::size::Size;
+
+/// A hardened, multi-process recorder for security-camera streams.
+///
+/// While `nvr run` is active, commands go through the running syncer's admin socket;
+/// otherwise they open the data dir themselves (taking its lock).
+#[derive(Debug, Parser)]
+#[command(name = "nvr", version)]
+pub struct Cli {
+    /// The data dir: `db.sqlite3` and `sample/` [default: ./nvr-data; `demo`: a new
+    /// temporary dir].
+    #[arg(long, global = true, env = "NVR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The data dir when none is given.
+pub const DEFAULT_DATA_DIR: &str = "./nvr-data";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Creates the database and sample dir (idempotent on a healthy data dir).
+    Init,
+    /// Adds, lists, changes or removes cameras.
+    Camera {
+        #[command(subcommand)]
+        command: CameraCommand,
+    },
+    /// Supervises the syncer and one ingest per camera until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Per camera: state, restarts, committed recordings, bytes used vs quota, last commit.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists committed recordings.
+    Recordings {
+        /// Only this camera's.
+        #[arg(long, value_name = "NAME")]
+        camera: Option<String>,
+        /// Print JSON (one array of objects) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verifies DESIGN.md's invariants against the database and the files; exit status 0
+    /// only when clean.
+    Check {
+        /// Recompute the blake3 of every sample file.
+        #[arg(long)]
+        hash: bool,
+        /// Apply the safe fixes (trash orphan files, mark rows whose files are gone) and say
+        /// what was done. Refused while recording is active.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records two cameras from the shipped clip for a while, stops, checks, and summarizes.
+    Demo(DemoArgs),
+}
+
+/// Settings of a camera; `None` keeps the current (or default) value.
+#[derive(Debug, Clone, Args)]
+pub struct CameraSettings {
+    /// Quota of committed recordings, e.g. `500MiB`, `10GiB`.
+    // Hyphen values reach the size parser, which says why `-5GiB` is wrong.
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub retain: Option<Size>,
+    /// Commit recordings at most this many seconds after their start.
+    #[arg(long, value_name = "N")]
+    pub flush_if_sec: Option<u32>,
+    /// Rotate to a new recording at the first key frame past this many seconds of media.
+    #[arg(long, value_name = "N")]
+    pub rotate_sec: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CameraCommand {
+    /// Adds a camera.
+    Add {
+        name: String,
+        /// `file:PATH[?speed=N|max]`, `synthetic:[?fps=..]`, or `rtsp://...`.
+        #[arg(long, value_name = "URL")]
+        source: String,
+        #[command(flatten)]
+        settings: CameraSettings,
+    },
+    /// Lists the cameras.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes a camera's settings; lowering `--retain` deletes the excess at once.
+    Set {
+        name: String,
+        #[arg(long, value_name = "URL")]
+        source: Option<String>,
+        #[command(flatten)]
+        settings: CameraSettings,
+    },
+    /// Removes a camera.
+    Remove {
+        name: String,
+        /// Also delete its recordings (required if it has any).
+        #[arg(long)]
+        delete_recordings: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// When started as root: run ingests as this user (never the syncer's uid).
+    #[arg(long, value_name = "USER")]
+    pub ingest_user: Option<String>,
+    /// Seconds to wait for children at shutdown before SIGKILL.
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_timeout_sec: u64,
+    /// A camera restarted more than this many times within `--restart-window-sec` is marked
+    /// failed.
+    #[arg(long, default_value_t = 5)]
+    pub max_restarts: usize,
+    /// The window of `--max-restarts`, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub restart_window_sec: u64,
+    /// First restart delay in milliseconds; it doubles with each quick failure.
+    #[arg(long, default_value_t = 500)]
+    pub restart_backoff_ms: u64,
+    /// Longest restart delay, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub restart_backoff_max_sec: u64,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            ingest_user: None,
+            shutdown_timeout_sec: 20,
+            max_restarts: 5,
+            restart_window_sec: 60,
+            restart_backoff_ms: 500,
+            restart_backoff_max_sec: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long to record, e.g. `30s`, `2m`.
+    #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
+    pub duration: std::time::Duration,
+}

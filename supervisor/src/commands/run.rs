@@ -1,0 +1,129 @@
+//! `nvr run`: supervise the syncer and one ingest per camera until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use syncer::layout::DataDir;
+
+use super::CmdResult;
+use crate::cli::RunArgs;
+use crate::supervise::{self, Backoff, Config, IngestUser, Intensity, Supervisor};
+
+/// The directory holding `nvr` and its sibling binaries `nvr-syncer` and `nvr-ingest`.
+pub fn bin_dir() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or("the nvr executable has no parent directory")?
+        .to_owned();
+    for b in ["nvr-syncer", "nvr-ingest"] {
+        if !dir.join(b).exists() {
+            return Err(format!(
+                "{b} not found next to nvr in {}; build every binary (`cargo build --release` \
+                 at the workspace root) or install all three together",
+                dir.display()
+            )
+            .into());
+        }
+    }
+    Ok(dir)
+}
+
+/// Resolves `--ingest-user` for hardened mode: only as root, never the syncer's own uid.
+fn ingest_user(name: Option<&str>) -> Result<Option<IngestUser>, Box<dyn std::error::Error>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let me = nix::unistd::geteuid();
+    if !me.is_root() {
+        return Err(format!(
+            "--ingest-user needs nvr run to be started as root (running as uid {me})"
+        )
+        .into());
+    }
+    let user = nix::unistd::User::from_name(name)?
+        .ok_or_else(|| format!("no user named {name:?} (--ingest-user)"))?;
+    if user.uid == me {
+        return Err(format!(
+            "--ingest-user {name} has uid {}, the syncer's own: ingests must run as another uid",
+            user.uid
+        )
+        .into());
+    }
+    Ok(Some(IngestUser {
+        uid: user.uid,
+        gid: user.gid,
+    }))
+}
+
+/// Tells systemd the service is ready, when started as a `Type=notify` unit.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot notify systemd");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", &path)
+    };
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Builds the supervisor configuration for `d`.
+pub fn config(
+    d: &DataDir,
+    args: &RunArgs,
+    stop_requests: Arc<AtomicUsize>,
+) -> Result<Config, Box<dyn std::error::Error>> {
+    if !d.db_path().exists() {
+        return Err(format!(
+            "no database at {}; run `nvr init` first",
+            d.db_path().display()
+        )
+        .into());
+    }
+    Ok(Config {
+        data_dir: d.clone(),
+        bin_dir: bin_dir()?,
+        ingest_user: ingest_user(args.ingest_user.as_deref())?,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_sec),
+        backoff: Backoff {
+            initial: Duration::from_millis(args.restart_backoff_ms),
+            max: Duration::from_secs(args.restart_backoff_max_sec),
+            ..Backoff::default()
+        },
+        intensity: Intensity {
+            max_restarts: args.max_restarts,
+            window: Duration::from_secs(args.restart_window_sec),
+        },
+        stop_requests,
+    })
+}
+
+pub fn run(d: &DataDir, args: RunArgs) -> CmdResult {
+    let stop = Arc::new(AtomicUsize::new(0));
+    let cfg = config(d, &args, stop.clone())?;
+    supervise::watch_signals(stop)?;
+    eprintln!(
+        "nvr run: supervising {}; Ctrl-C or SIGTERM stops (a second one hurries)",
+        d.root.display()
+    );
+    Supervisor::new(cfg).run(notify_ready)?;
+    eprintln!("nvr run: stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}

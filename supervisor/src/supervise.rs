@@ -1,0 +1,691 @@
+//! The supervisor behind `nvr run`: starts, watches, restarts and stops the syncer and one
+//! ingest per camera.
+//!
+//! - The syncer starts first; the supervisor waits for its readiness line (after recovery) on
+//!   an inherited pipe, then asks it, per camera, for a brokered connection and starts
+//!   `nvr-ingest --camera NAME --source URL` with that connection as fd 3.
+//! - Every child runs in its own process group (a terminal's Ctrl-C reaches the supervisor
+//!   alone, so the shutdown order holds) and gets `PR_SET_PDEATHSIG(SIGKILL)` before exec, with
+//!   the parent re-checked after, so a killed supervisor never leaves a syncer holding the
+//!   data dir's lock. Children are spawned from the supervisor's main thread only: the death
+//!   signal follows the spawning *thread*.
+//! - A child that exits while not asked to is restarted after a capped exponential backoff
+//!   ([`Backoff`]), reset once it ran for [`Backoff::stable_after`]. A camera restarted more
+//!   than [`Intensity::max_restarts`] times within [`Intensity::window`] is marked failed with
+//!   its last error; the other cameras keep recording. If the syncer dies, every ingest loses
+//!   its connection; the syncer is restarted (its recovery runs first), then every ingest with
+//!   a fresh connection.
+//! - The camera list is reconciled with the syncer's every [`RECONCILE_EVERY`]: a camera added
+//!   or removed with `nvr camera` while running gets its ingest started or stopped.
+//! - Stop (first SIGINT/SIGTERM): ingests get SIGTERM and close their recordings (end reason
+//!   "shutdown"); then the syncer gets SIGTERM, flushes and exits; anything alive after the
+//!   timeout gets SIGKILL. A second signal hurries: ingests get SIGKILL at once (the syncer
+//!   salvages their recordings) and the syncer is told to stop waiting.
+//! - Hardened mode (started as root with an ingest user): ingests run under that uid and gid,
+//!   with `RLIMIT_FSIZE` (SIGXFSZ ignored, so an oversized write fails instead of killing) and
+//!   `RLIMIT_NOFILE`; the ingest itself turns off `PR_SET_DUMPABLE`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::BufRead;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Gid, Pid, Uid};
+use protocol::messages::CameraInfo;
+use syncer::admin_client::AdminClient;
+use syncer::layout::DataDir;
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::state::{CameraState, ProcessState, SupervisorState};
+
+/// How often the supervisor looks at its children.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How often the camera list is compared with the syncer's.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// Longest wait for the syncer's readiness (recovery of a large data dir takes a while).
+const SYNCER_READY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Descriptors an ingest may hold (its connection, one or two recordings, logs, the source).
+const INGEST_NOFILE: u64 = 64;
+
+/// Restart delays: `initial`, doubling up to `max`; back to `initial` after a child ran for
+/// `stable_after`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub stable_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before restart number `consecutive` (1 = the first after a stable run).
+    pub fn delay(&self, consecutive: u32) -> Duration {
+        let factor = 1u32 << consecutive.saturating_sub(1).min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// The restart-intensity limit of one camera: more than `max_restarts` within `window` and the
+/// camera is marked failed.
+#[derive(Clone, Copy, Debug)]
+pub struct Intensity {
+    pub max_restarts: usize,
+    pub window: Duration,
+}
+
+impl Default for Intensity {
+    fn default() -> Self {
+        Intensity {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Hardened mode: the uid and gid ingests run under.
+#[derive(Clone, Copy, Debug)]
+pub struct IngestUser {
+    pub uid: Uid,
+    pub gid: Gid,
+}
+
+pub struct Config {
+    pub data_dir: DataDir,
+    /// Where `nvr-syncer` and `nvr-ingest` are (next to `nvr`).
+    pub bin_dir: PathBuf,
+    pub ingest_user: Option<IngestUser>,
+    pub shutdown_timeout: Duration,
+    pub backoff: Backoff,
+    pub intensity: Intensity,
+    /// Stop requests: the supervisor stops when this becomes 1 and hurries at 2. Signals
+    /// increment it (see [`watch_signals`]); so can a caller (the demo).
+    pub stop_requests: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, Error)]
+pub enum SuperviseError {
+    #[error("cannot start {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the syncer failed to start: {0}")]
+    SyncerStart(String),
+    #[error("the syncer keeps failing ({restarts} restarts within {window:?}); last: {last}")]
+    SyncerFailed {
+        restarts: usize,
+        window: Duration,
+        last: String,
+    },
+}
+
+/// Counts SIGINT and SIGTERM into `requests` (from a thread of its own).
+pub fn watch_signals(requests: Arc<AtomicUsize>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                info!(signal = sig, requests = n, "stop requested");
+            }
+        })?;
+    Ok(())
+}
+
+/// A child process and what is known about it.
+struct Proc {
+    child: Child,
+    started: Instant,
+}
+
+impl Proc {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn signal(&self, sig: Signal) {
+        // The child leads its own process group: signal the whole group.
+        if let Err(e) = killpg(self.pid(), sig) {
+            let _ = kill(self.pid(), sig);
+            tracing::debug!(pid = %self.pid(), error = %e, "killpg failed; signalled the pid");
+        }
+    }
+}
+
+/// One camera's ingest and its restart bookkeeping.
+struct Camera {
+    info: CameraInfo,
+    proc: Option<Proc>,
+    state: ProcessState,
+    restarts: u32,
+    /// Restarts since the last stable run (for the backoff).
+    consecutive: u32,
+    recent: VecDeque<Instant>,
+    next_start: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Camera {
+    fn new(info: CameraInfo) -> Self {
+        Camera {
+            info,
+            proc: None,
+            state: ProcessState::Restarting,
+            restarts: 0,
+            consecutive: 0,
+            recent: VecDeque::new(),
+            next_start: Some(Instant::now()),
+            last_error: None,
+        }
+    }
+}
+
+/// What an ingest's exit status means (its `--help` documents them).
+fn describe_ingest_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(2), _) => "exit 2: usage or configuration error".into(),
+        (Some(3), _) => "exit 3: lost its syncer connection".into(),
+        (Some(4), _) => "exit 4: source error".into(),
+        (Some(5), _) => "exit 5: writing a sample file failed".into(),
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        (None, None) => "ended".into(),
+    }
+}
+
+pub struct Supervisor {
+    cfg: Config,
+    syncer: Option<Proc>,
+    syncer_restarts: VecDeque<Instant>,
+    syncer_total_restarts: u32,
+    syncer_next_start: Option<Instant>,
+    syncer_last_error: String,
+    cameras: BTreeMap<String, Camera>,
+    last_reconcile: Instant,
+    written: Option<SupervisorState>,
+}
+
+impl Supervisor {
+    pub fn new(cfg: Config) -> Self {
+        Supervisor {
+            cfg,
+            syncer: None,
+            syncer_restarts: VecDeque::new(),
+            syncer_total_restarts: 0,
+            syncer_next_start: Some(Instant::now()),
+            syncer_last_error: String::new(),
+            cameras: BTreeMap::new(),
+            last_reconcile: Instant::now(),
+            written: None,
+        }
+    }
+
+    /// Runs until a stop request has been carried out. `ready` is called once, when the syncer
+    /// is ready and every camera's ingest has been started for the first time.
+    pub fn run(mut self, mut ready: impl FnMut()) -> Result<(), SuperviseError> {
+        let mut announced = false;
+        let result = loop {
+            if self.cfg.stop_requests.load(Ordering::SeqCst) > 0 {
+                break Ok(());
+            }
+            if let Err(e) = self.step() {
+                break Err(e);
+            }
+            if !announced
+                && self.syncer.is_some()
+                && self
+                    .cameras
+                    .values()
+                    .all(|c| c.proc.is_some() || c.state == ProcessState::Failed)
+            {
+                announced = true;
+                ready();
+            }
+            self.publish();
+            std::thread::sleep(POLL);
+        };
+        self.shutdown();
+        SupervisorState::remove(&self.cfg.data_dir);
+        result
+    }
+
+    /// One round: reap, restart, reconcile.
+    fn step(&mut self) -> Result<(), SuperviseError> {
+        // The syncer.
+        if let Some(p) = self.syncer.as_mut()
+            && let Ok(Some(status)) = p.child.try_wait()
+        {
+            self.syncer_last_error = format!("{status}");
+            error!(%status, "the syncer exited; restarting it, then every ingest");
+            self.syncer = None;
+            self.note_syncer_restart()?;
+            // Ingests lose their connections and exit on their own; make sure.
+            for c in self.cameras.values_mut() {
+                if let Some(p) = c.proc.take() {
+                    p.signal(Signal::SIGKILL);
+                    let mut p = p;
+                    let _ = p.child.wait();
+                }
+                c.state = ProcessState::Restarting;
+                c.next_start = None;
+            }
+        }
+        if self.syncer.is_none() {
+            if self.syncer_next_start.is_some_and(|t| Instant::now() >= t) {
+                self.start_syncer()?;
+                self.reconcile();
+                for c in self.cameras.values_mut() {
+                    if c.state != ProcessState::Failed {
+                        c.next_start = Some(Instant::now());
+                    }
+                }
+            } else {
+                return Ok(());
+            }
+        }
+
+        // The ingests.
+        let now = Instant::now();
+        let backoff = self.cfg.backoff;
+        let intensity = self.cfg.intensity;
+        for (name, c) in self.cameras.iter_mut() {
+            if let Some(p) = c.proc.as_mut()
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                let ran = p.started.elapsed();
+                let why = describe_ingest_exit(status);
+                warn!(camera = %name, %why, "ingest exited");
+                c.proc = None;
+                c.last_error = Some(why);
+                if ran >= backoff.stable_after {
+                    c.consecutive = 0;
+                }
+                c.consecutive += 1;
+                c.restarts += 1;
+                c.recent.push_back(now);
+                while c
+                    .recent
+                    .front()
+                    .is_some_and(|t| now - *t > intensity.window)
+                {
+                    c.recent.pop_front();
+                }
+                if c.recent.len() > intensity.max_restarts {
+                    error!(camera = %name, restarts = c.recent.len(), "restarted too often; marked failed");
+                    c.state = ProcessState::Failed;
+                    c.next_start = None;
+                } else {
+                    let delay = backoff.delay(c.consecutive);
+                    info!(camera = %name, ?delay, "restarting after backoff");
+                    c.state = ProcessState::Restarting;
+                    c.next_start = Some(now + delay);
+                }
+            }
+        }
+        let due: Vec<String> = self
+            .cameras
+            .iter()
+            .filter(|(_, c)| c.proc.is_none() && c.next_start.is_some_and(|t| now >= t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.start_ingest(&name);
+        }
+        if self.last_reconcile.elapsed() >= RECONCILE_EVERY {
+            self.reconcile();
+        }
+        Ok(())
+    }
+
+    fn note_syncer_restart(&mut self) -> Result<(), SuperviseError> {
+        let now = Instant::now();
+        let intensity = self.cfg.intensity;
+        self.syncer_restarts.push_back(now);
+        self.syncer_total_restarts += 1;
+        while self
+            .syncer_restarts
+            .front()
+            .is_some_and(|t| now - *t > intensity.window)
+        {
+            self.syncer_restarts.pop_front();
+        }
+        if self.syncer_restarts.len() > intensity.max_restarts {
+            return Err(SuperviseError::SyncerFailed {
+                restarts: self.syncer_restarts.len(),
+                window: intensity.window,
+                last: self.syncer_last_error.clone(),
+            });
+        }
+        let delay = self.cfg.backoff.delay(self.syncer_restarts.len() as u32);
+        self.syncer_next_start = Some(now + delay);
+        Ok(())
+    }
+
+    fn start_syncer(&mut self) -> Result<(), SuperviseError> {
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+            SuperviseError::Spawn {
+                what: "nvr-syncer".into(),
+                source: e.into(),
+            }
+        })?;
+        let mut cmd = Command::new(self.cfg.bin_dir.join("nvr-syncer"));
+        cmd.arg("--data-dir")
+            .arg(&self.cfg.data_dir.root)
+            .args(["--ready-fd", "3"])
+            .stdin(Stdio::null());
+        child_setup(&mut cmd, Some(write.as_raw_fd()), None);
+        let child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
+            what: "nvr-syncer".into(),
+            source,
+        })?;
+        drop(write);
+        info!(pid = child.id(), "syncer started; waiting for recovery");
+        let mut proc = Proc {
+            child,
+            started: Instant::now(),
+        };
+        // The readiness line, or EOF if it dies first.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = std::io::BufReader::new(std::fs::File::from(read)).read_line(&mut line);
+            let _ = tx.send(r.map(|_| line));
+        });
+        let deadline = Instant::now() + SYNCER_READY_TIMEOUT;
+        loop {
+            match rx.recv_timeout(POLL) {
+                Ok(Ok(line)) if line == "ready\n" => break,
+                Ok(_) => {
+                    let status = proc.child.wait().ok();
+                    let why = format!("exited before becoming ready ({status:?})");
+                    self.syncer_last_error = why.clone();
+                    self.note_syncer_restart()?;
+                    warn!(%why, "the syncer did not start");
+                    return Ok(());
+                }
+                Err(_) if Instant::now() > deadline => {
+                    proc.signal(Signal::SIGKILL);
+                    let _ = proc.child.wait();
+                    return Err(SuperviseError::SyncerStart(format!(
+                        "not ready within {SYNCER_READY_TIMEOUT:?}"
+                    )));
+                }
+                Err(_) if self.cfg.stop_requests.load(Ordering::SeqCst) > 0 => {
+                    self.syncer = Some(proc);
+                    return Ok(());
+                }
+                Err(_) => {}
+            }
+        }
+        info!("syncer ready");
+        self.syncer = Some(proc);
+        Ok(())
+    }
+
+    /// Brings the camera list in line with the syncer's.
+    fn reconcile(&mut self) {
+        self.last_reconcile = Instant::now();
+        if self.syncer.is_none() {
+            return;
+        }
+        let cameras = match AdminClient::connect(&self.cfg.data_dir).and_then(|mut a| a.cameras()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot list cameras from the syncer");
+                return;
+            }
+        };
+        for info in &cameras {
+            match self.cameras.get_mut(&info.name) {
+                None => {
+                    info!(camera = %info.name, "camera added");
+                    self.cameras
+                        .insert(info.name.clone(), Camera::new(info.clone()));
+                }
+                Some(c) if c.info.config.source != info.config.source => {
+                    info!(camera = %info.name, "source changed; restarting its ingest");
+                    c.info = info.clone();
+                    if let Some(p) = &c.proc {
+                        p.signal(Signal::SIGTERM);
+                    }
+                    c.consecutive = 0;
+                    c.recent.clear();
+                    if c.state == ProcessState::Failed {
+                        c.state = ProcessState::Restarting;
+                        c.next_start = Some(Instant::now());
+                    }
+                }
+                Some(c) => c.info = info.clone(),
+            }
+        }
+        let gone: Vec<String> = self
+            .cameras
+            .keys()
+            .filter(|n| !cameras.iter().any(|c| &c.name == *n))
+            .cloned()
+            .collect();
+        for name in gone {
+            info!(camera = %name, "camera removed; stopping its ingest");
+            if let Some(mut c) = self.cameras.remove(&name)
+                && let Some(p) = c.proc.as_mut()
+            {
+                p.signal(Signal::SIGTERM);
+                let _ = p.child.wait();
+            }
+        }
+    }
+
+    fn start_ingest(&mut self, name: &str) {
+        let Some(c) = self.cameras.get_mut(name) else {
+            return;
+        };
+        let fd: OwnedFd = match AdminClient::connect(&self.cfg.data_dir)
+            .and_then(|mut a| a.connect_ingest(name))
+        {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(camera = %name, error = %e, "no connection from the syncer; retrying");
+                c.last_error = Some(e.to_string());
+                c.next_start = Some(Instant::now() + self.cfg.backoff.initial);
+                return;
+            }
+        };
+        let mut cmd = Command::new(self.cfg.bin_dir.join("nvr-ingest"));
+        cmd.args(["--camera", name, "--source", &c.info.config.source])
+            .stdin(Stdio::null());
+        child_setup(&mut cmd, Some(fd.as_raw_fd()), self.cfg.ingest_user);
+        match cmd.spawn() {
+            Ok(child) => {
+                info!(camera = %name, pid = child.id(), "ingest started");
+                c.proc = Some(Proc {
+                    child,
+                    started: Instant::now(),
+                });
+                c.state = ProcessState::Running;
+                c.next_start = None;
+            }
+            Err(e) => {
+                error!(camera = %name, error = %e, "cannot start nvr-ingest");
+                c.last_error = Some(format!("cannot start nvr-ingest: {e}"));
+                c.state = ProcessState::Failed;
+                c.next_start = None;
+            }
+        }
+    }
+
+    /// Writes the state file when something changed.
+    fn publish(&mut self) {
+        let state = SupervisorState {
+            pid: std::process::id(),
+            syncer: if self.syncer.is_some() {
+                ProcessState::Running
+            } else {
+                ProcessState::Restarting
+            },
+            syncer_restarts: self.syncer_total_restarts,
+            cameras: self
+                .cameras
+                .iter()
+                .map(|(name, c)| CameraState {
+                    name: name.clone(),
+                    state: c.state,
+                    restarts: c.restarts,
+                    last_error: c.last_error.clone(),
+                })
+                .collect(),
+        };
+        if self.written.as_ref() != Some(&state) {
+            if let Err(e) = state.write(&self.cfg.data_dir) {
+                warn!(error = %e, "cannot write the supervisor state file");
+            }
+            self.written = Some(state);
+        }
+    }
+
+    /// The stop sequence of the module docs.
+    fn shutdown(&mut self) {
+        info!("stopping: ingests first");
+        let timeout = self.cfg.shutdown_timeout;
+        let stops = || self.cfg.stop_requests.load(Ordering::SeqCst);
+        for c in self.cameras.values() {
+            if let Some(p) = &c.proc {
+                p.signal(Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        let mut hurried = false;
+        loop {
+            let mut alive = 0;
+            for c in self.cameras.values_mut() {
+                if let Some(p) = c.proc.as_mut() {
+                    match p.child.try_wait() {
+                        Ok(None) => alive += 1,
+                        _ => c.proc = None,
+                    }
+                }
+            }
+            if alive == 0 {
+                break;
+            }
+            if !hurried && (stops() >= 2 || Instant::now() >= deadline) {
+                hurried = true;
+                warn!(alive, "not waiting any longer for ingests: SIGKILL");
+                for c in self.cameras.values() {
+                    if let Some(p) = &c.proc {
+                        p.signal(Signal::SIGKILL);
+                    }
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+        let Some(mut syncer) = self.syncer.take() else {
+            return;
+        };
+        info!("stopping the syncer");
+        syncer.signal(Signal::SIGTERM);
+        if stops() >= 2 {
+            syncer.signal(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut hurried_syncer = stops() >= 2;
+        loop {
+            match syncer.child.try_wait() {
+                Ok(Some(status)) => {
+                    info!(%status, "syncer exited");
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!(error = %e, "waiting for the syncer");
+                    break;
+                }
+            }
+            if !hurried_syncer && stops() >= 2 {
+                hurried_syncer = true;
+                syncer.signal(Signal::SIGTERM);
+            }
+            if Instant::now() >= deadline || stops() >= 3 {
+                warn!("the syncer did not stop in time: SIGKILL");
+                syncer.signal(Signal::SIGKILL);
+                let _ = syncer.child.wait();
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Prepares a child: fd 3 (if any), its own process group, death with the supervisor, and in
+/// hardened mode the ingest user with resource limits.
+fn child_setup(cmd: &mut Command, fd3: Option<i32>, user: Option<IngestUser>) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: only async-signal-safe calls (dup2, setpgid, prctl, getppid, setrlimit, signal,
+    // setgroups, setgid, setuid) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let err = |e: nix::Error| std::io::Error::from(e);
+            if let Some(fd) = fd3
+                && nix::libc::dup2(fd, 3) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(err)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;
+            // The supervisor may have died before the death signal was armed.
+            if nix::unistd::getppid() != parent {
+                nix::libc::_exit(1);
+            }
+            if let Some(u) = user {
+                use nix::sys::resource::{Resource, setrlimit};
+                let fsize = syncer::limits::MAX_RECORDING_BYTES;
+                setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(err)?;
+                setrlimit(Resource::RLIMIT_NOFILE, INGEST_NOFILE, INGEST_NOFILE).map_err(err)?;
+                nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
+                    .map_err(err)?;
+                nix::unistd::setgroups(&[u.gid]).map_err(err)?;
+                nix::unistd::setgid(u.gid).map_err(err)?;
+                nix::unistd::setuid(u.uid).map_err(err)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(4),
+            stable_after: Duration::from_secs(60),
+        };
+        let d: Vec<u64> = (1..=6).map(|n| b.delay(n).as_millis() as u64).collect();
+        assert_eq!(d, [500, 1000, 2000, 4000, 4000, 4000]);
+    }
+}

@@ -1,0 +1,257 @@
+//! `nvr run` and `nvr demo` as real processes: graceful stop, restarts, failure isolation, and
+//! no child outliving a killed supervisor.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use supervisor::state::{ProcessState, SupervisorState};
+use syncer::layout::DataDir;
+
+/// Pids of processes whose command line mentions `needle` (each test's temp dir is unique).
+fn pids_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && pid != std::process::id() as i32 {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A temp dir with a copy of the clip (so that every process of this test names the dir) and a
+/// data dir with the given cameras; sources may use `{clip}`.
+fn setup(cameras: &[(&str, &str)]) -> (tempfile::TempDir, DataDir, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip.h264");
+    std::fs::copy(e2e::clip_path(), &clip).unwrap();
+    let cams: Vec<(&str, syncer::db::StreamConfig)> = cameras
+        .iter()
+        .map(|(n, s)| {
+            let source = s.replace("{clip}", &clip.display().to_string());
+            (*n, e2e::camera(&source, 1, 2))
+        })
+        .collect();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    {
+        let dir = std::sync::Arc::new(d.lock_sample_dir().unwrap());
+        let db = syncer::db::Database::open(&d.db_path()).unwrap();
+        let (mut s, _) = syncer::Syncer::start(
+            dir,
+            db,
+            std::sync::Arc::new(protocol::clock::RealClock),
+            Default::default(),
+        )
+        .unwrap();
+        for (n, c) in cams {
+            s.add_stream(n, c).unwrap();
+        }
+        s.shutdown().unwrap();
+    }
+    let needle = tmp.path().display().to_string();
+    (tmp, d, needle)
+}
+
+struct Nvr(Child);
+
+impl Nvr {
+    fn run(d: &DataDir, extra: &[&str]) -> Nvr {
+        let child = Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .arg("run")
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Nvr(child)
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.0.id() as i32), sig).unwrap();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "nvr run did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Nvr {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn committed(d: &DataDir) -> u64 {
+    syncer::admin_client::AdminClient::connect(d)
+        .and_then(|mut a| a.status())
+        .map(|s| s.streams.iter().map(|s| s.committed_recordings).sum())
+        .unwrap_or(0)
+}
+
+fn syncer_pid(needle: &str) -> Option<i32> {
+    pids_mentioning(needle)
+        .into_iter()
+        .find(|(_, c)| c.contains("nvr-syncer"))
+        .map(|(p, _)| p)
+}
+
+#[test]
+fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
+    let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2"), ("b", "file:{clip}?speed=2")]);
+    let mut nvr = Nvr::run(&d, &[]);
+    wait_until("recordings", Duration::from_secs(30), || committed(&d) >= 4);
+    // Children are named for their role and camera.
+    let procs = pids_mentioning(&needle);
+    assert!(
+        procs
+            .iter()
+            .any(|(_, c)| c.contains("nvr-ingest --camera a")),
+        "{procs:?}"
+    );
+    assert!(
+        procs
+            .iter()
+            .any(|(_, c)| c.contains("nvr-syncer --data-dir")),
+        "{procs:?}"
+    );
+    nvr.signal(Signal::SIGTERM);
+    assert!(nvr.wait(Duration::from_secs(60)).success());
+    assert!(
+        pids_mentioning(&needle).is_empty(),
+        "{:?}",
+        pids_mentioning(&needle)
+    );
+    let violations = e2e::check(&d);
+    assert!(violations.is_empty(), "{violations:#?}");
+    let rows = e2e::recordings(&d);
+    for stream in [1, 2] {
+        let last = rows.iter().rfind(|r| r.id.stream() == stream).unwrap();
+        assert_eq!(last.end_reason.as_deref(), Some("shutdown"), "{last:?}");
+    }
+    assert!(SupervisorState::read(&d).is_none(), "state file removed");
+}
+
+#[test]
+fn a_killed_syncer_is_restarted_and_recording_resumes() {
+    let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
+    let mut nvr = Nvr::run(&d, &[]);
+    wait_until("a recording", Duration::from_secs(30), || {
+        committed(&d) >= 1
+    });
+    let old = syncer_pid(&needle).unwrap();
+    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    wait_until("a new syncer", Duration::from_secs(30), || {
+        syncer_pid(&needle).is_some_and(|p| p != old)
+    });
+    let before = committed(&d);
+    wait_until("recording to resume", Duration::from_secs(30), || {
+        committed(&d) > before
+    });
+    let state = SupervisorState::read(&d).unwrap();
+    assert_eq!(state.syncer_restarts, 1);
+    nvr.signal(Signal::SIGTERM);
+    assert!(nvr.wait(Duration::from_secs(60)).success());
+    let violations = e2e::check(&d);
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn no_child_outlives_a_killed_supervisor() {
+    let (_tmp, d, needle) = setup(&[("a", "file:{clip}"), ("b", "file:{clip}")]);
+    let nvr = Nvr::run(&d, &[]);
+    wait_until("three children", Duration::from_secs(30), || {
+        pids_mentioning(&needle).len() >= 3
+    });
+    nvr.signal(Signal::SIGKILL);
+    wait_until("no child left", Duration::from_secs(10), || {
+        pids_mentioning(&needle).is_empty()
+    });
+    // The data dir's lock was released with the syncer: a new run starts.
+    let mut again = Nvr::run(&d, &[]);
+    wait_until("a new syncer", Duration::from_secs(30), || {
+        syncer_pid(&needle).is_some()
+    });
+    again.signal(Signal::SIGTERM);
+    assert!(again.wait(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn a_camera_with_a_missing_source_fails_alone() {
+    let missing = "file:/nonexistent/nvr-test-clip.h264";
+    let (_tmp, d, _needle) = setup(&[("good", "file:{clip}?speed=2"), ("bad", missing)]);
+    let mut nvr = Nvr::run(&d, &["--max-restarts", "2", "--restart-backoff-ms", "100"]);
+    wait_until("bad to be marked failed", Duration::from_secs(30), || {
+        SupervisorState::read(&d).is_some_and(|s| {
+            s.cameras
+                .iter()
+                .any(|c| c.name == "bad" && c.state == ProcessState::Failed)
+        })
+    });
+    let state = SupervisorState::read(&d).unwrap();
+    let bad = state.cameras.iter().find(|c| c.name == "bad").unwrap();
+    assert_eq!(bad.restarts, 3);
+    assert!(
+        bad.last_error.as_deref().unwrap_or("").contains("source"),
+        "{bad:?}"
+    );
+    let good = state.cameras.iter().find(|c| c.name == "good").unwrap();
+    assert_eq!((good.state, good.restarts), (ProcessState::Running, 0));
+    let before = committed(&d);
+    wait_until("good to keep recording", Duration::from_secs(30), || {
+        committed(&d) > before
+    });
+    nvr.signal(Signal::SIGTERM);
+    assert!(nvr.wait(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn demo_records_checks_and_summarizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["demo", "--duration", "6s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("check        clean"), "{stdout}");
+    assert!(stdout.contains(&dir.display().to_string()), "{stdout}");
+    assert!(!e2e::recordings(&DataDir::new(&dir)).is_empty());
+    assert!(Path::new(&dir).join("sample").is_dir());
+}
