@@ -255,3 +255,63 @@ fn demo_records_checks_and_summarizes() {
     assert!(!e2e::recordings(&DataDir::new(&dir)).is_empty());
     assert!(Path::new(&dir).join("sample").is_dir());
 }
+
+/// The uid of a running process, from `/proc/<pid>/status`.
+fn uid_of(pid: i32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn hardened_mode_runs_ingests_as_another_uid() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: hardened mode needs root");
+        return;
+    }
+    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
+    // The ingest user must be able to read the clip.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [tmp.path().to_path_buf(), tmp.path().join("clip.h264")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Never the syncer's own uid.
+    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .args(["run", "--ingest-user", "root"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the syncer's own"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut nvr = Nvr::run(&d, &["--ingest-user", "nobody"]);
+    wait_until("a recording", Duration::from_secs(30), || {
+        committed(&d) >= 1
+    });
+    let ingest = pids_mentioning(&needle)
+        .into_iter()
+        .find(|(_, c)| c.contains("nvr-ingest"))
+        .unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    assert_eq!(uid_of(ingest.0), Some(nobody.uid.as_raw()));
+    assert_eq!(uid_of(syncer_pid(&needle).unwrap()), Some(0));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", ingest.0)).unwrap();
+    let fsize = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap();
+    assert!(!fsize.contains("unlimited"), "{fsize}");
+    nvr.signal(Signal::SIGTERM);
+    assert!(nvr.wait(Duration::from_secs(60)).success());
+    let violations = e2e::check(&d);
+    assert!(violations.is_empty(), "{violations:#?}");
+}
