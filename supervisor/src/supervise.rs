@@ -642,14 +642,18 @@ impl Supervisor {
 /// hardened mode the ingest user with resource limits.
 fn child_setup(cmd: &mut Command, fd3: Option<i32>, user: Option<IngestUser>) {
     let parent = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (dup2, setpgid, prctl, getppid, setrlimit, signal,
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid, prctl, getppid, setrlimit, signal,
     // setgroups, setgid, setuid) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             let err = |e: nix::Error| std::io::Error::from(e);
-            if let Some(fd) = fd3
-                && nix::libc::dup2(fd, 3) < 0
-            {
+            // dup2 onto itself would leave close-on-exec set: clear it instead.
+            let moved = match fd3 {
+                Some(3) => nix::libc::fcntl(3, nix::libc::F_SETFD, 0),
+                Some(fd) => nix::libc::dup2(fd, 3),
+                None => 0,
+            };
+            if moved < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(err)?;

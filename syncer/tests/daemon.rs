@@ -36,10 +36,16 @@ impl Daemon {
             .arg(&data_dir.root)
             .args(["--ready-fd", "3", "--shutdown-grace-sec", "2"])
             .stdin(Stdio::null());
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if nix::libc::dup2(write_fd, 3) < 0 {
+                // dup2 onto itself would leave close-on-exec set: clear it instead.
+                let r = if write_fd == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(write_fd, 3)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -133,10 +133,16 @@ impl Drop for Proc {
 /// pipe of `nvr-syncer`).
 fn with_fd3(cmd: &mut Command, fd: &OwnedFd) {
     let raw = fd.as_raw_fd();
-    // SAFETY: only dup2 (async-signal-safe) runs between fork and exec.
+    // SAFETY: only dup2 or fcntl (async-signal-safe) run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if nix::libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself would leave close-on-exec set: clear it instead.
+            let r = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
