@@ -57,6 +57,10 @@ pub trait Dir: Send + Sync + 'static {
 
     /// Lists the names in the directory (excluding `.` and `..`), in no particular order.
     fn list(&self) -> io::Result<Vec<String>>;
+
+    /// Bytes still free to unprivileged writers on the directory's file system (`statvfs`
+    /// `f_bavail * f_frsize`), or `None` if unlimited.
+    fn free_bytes(&self) -> io::Result<Option<u64>>;
 }
 
 /// An open file within a [`Dir`].
@@ -212,6 +216,10 @@ impl Dir for RealDir {
         nix::unistd::fsync(self.fd.as_fd()).map_err(io::Error::from)
     }
 
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        self.statvfs_free().map(Some)
+    }
+
     fn list(&self) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(&self.path)? {
@@ -222,6 +230,13 @@ impl Dir for RealDir {
             }
         }
         Ok(names)
+    }
+}
+
+impl RealDir {
+    fn statvfs_free(&self) -> io::Result<u64> {
+        let st = nix::sys::statvfs::fstatvfs(self.fd.as_fd()).map_err(io::Error::from)?;
+        Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
     }
 }
 

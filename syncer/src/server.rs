@@ -251,6 +251,11 @@ impl Core {
             if self.syncer.flush_due() {
                 let c = self.syncer.poll()?;
                 self.push_committed(c);
+            } else if let Err(e) = self.syncer.ensure_free_space() {
+                if e.is_fatal() {
+                    return Err(e);
+                }
+                warn!(error = %e, "freeing space failed; will retry");
             }
             if self.advance_stop() {
                 self.try_removals()?;

@@ -563,6 +563,13 @@ impl Dir for SimFs {
         injected(fault)?;
         Ok(st.entries.keys().cloned().collect())
     }
+
+    /// Capacity minus the bytes of live inodes; `None` without a capacity limit. Not an
+    /// operation (no crash point, no fault).
+    fn free_bytes(&self) -> io::Result<Option<u64>> {
+        let st = lock(&self.state);
+        Ok(st.capacity_bytes.map(|c| c.saturating_sub(st.live_bytes())))
+    }
 }
 
 /// An open file of a [`SimFs`], with its own offset for [`DirFile::write`].

@@ -60,6 +60,9 @@ pub struct SyncerOptions {
     pub reserve_bytes: u64,
     /// Delay before retrying a failed flush.
     pub flush_retry_delay: Duration,
+    /// When the sample dir's file system has less than this free, the oldest recordings are
+    /// deleted whatever the quotas say (they add up to more than the disk); 0 disables it.
+    pub min_free_bytes: u64,
 }
 
 impl Default for SyncerOptions {
@@ -67,6 +70,7 @@ impl Default for SyncerOptions {
         SyncerOptions {
             reserve_bytes: 1 << 20,
             flush_retry_delay: Duration(10 * TIME_UNITS_PER_SEC),
+            min_free_bytes: 16 << 20,
         }
     }
 }
@@ -879,12 +883,14 @@ impl<D: Dir> Syncer<D> {
                 .is_none_or(|s| id.recording() < s.row.next_recording_id)
         };
         let Some(reason) = self.plan.due(now, committed) else {
+            self.ensure_free_space()?;
             return Ok(Vec::new());
         };
         match self.flush(&reason) {
             Ok(c) => {
                 self.collect_garbage()?;
                 self.restore_reserve();
+                self.ensure_free_space()?;
                 Ok(c)
             }
             Err(e) if e.is_fatal() => Err(e),
@@ -1052,6 +1058,60 @@ impl<D: Dir> Syncer<D> {
             self.garbage_unlinked.insert(id);
         }
         Ok(())
+    }
+
+    /// Disk nearly full: while less than [`SyncerOptions::min_free_bytes`] is free, the stream
+    /// using the most bytes gives up its oldest committed recording; the deletions are
+    /// committed and unlinked at once, so recording keeps going on a full disk instead of
+    /// failing its writes. Quotas normally keep usage below this; it matters when they add up
+    /// to more than the disk.
+    pub fn ensure_free_space(&mut self) -> Result<(), Error> {
+        let min_free = self.options.min_free_bytes;
+        if min_free == 0 {
+            return Ok(());
+        }
+        let free = match self.dir.free_bytes() {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                warn!(error = %e, "cannot read the sample dir's free space");
+                return Ok(());
+            }
+        };
+        if free >= min_free {
+            return Ok(());
+        }
+        let mut needed = (min_free - free) as i64;
+        let mut chosen = Vec::new();
+        while needed > 0 {
+            let Some(s) = self
+                .streams
+                .values_mut()
+                .filter(|s| !s.committed.is_empty())
+                .max_by_key(|s| s.committed.iter().map(|&(_, b)| round_up(b)).sum::<i64>())
+            else {
+                break;
+            };
+            let r = s.committed.pop_front().expect("filtered on non-empty");
+            needed -= round_up(r.1);
+            chosen.push(r.0);
+            s.to_delete.push(r);
+        }
+        if chosen.is_empty() {
+            warn!(
+                free,
+                min_free, "disk nearly full and nothing committed left to delete"
+            );
+            return Ok(());
+        }
+        warn!(
+            free,
+            min_free,
+            deleting = chosen.len(),
+            "disk nearly full: deleting the oldest recordings beyond their quotas"
+        );
+        self.flush("disk nearly full")?;
+        self.collect_garbage()
     }
 
     /// Garbage rows whose unlink is durable and which the next flush forgets.

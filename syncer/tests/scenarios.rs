@@ -679,3 +679,47 @@ fn invalid_camera_names_and_settings_are_refused_before_anything_changes() {
     assert_eq!(s.db().streams().unwrap().len(), 1);
     assert_eq!(s.db().streams().unwrap()[0].config, config(1 << 30, 0));
 }
+
+#[test]
+fn a_full_disk_deletes_the_oldest_beyond_quotas_and_recording_goes_on() {
+    // Quotas far above the disk: only the free-space guard can make room.
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    // Room for about 20 recordings of 12 KiB (plus the 64 KiB reserve).
+    env.fs.set_capacity_bytes(Some(320 << 10));
+    let min_free = syncer::SyncerOptions::default().min_free_bytes;
+    assert!(
+        min_free > 320 << 10,
+        "the default guard is above this tiny disk"
+    );
+    let mut t = [T0, T0];
+    let mut runs = [0, 0];
+    let mut all = Vec::new();
+    for i in 0..60 {
+        let k = i % 2;
+        let (id, end) = record(&mut s, &env.clock, ids[k], runs[k], t[k], 12, 1000).unwrap();
+        all.push(id);
+        t[k] = end;
+        runs[k] += 1;
+        poll(&mut s).unwrap();
+    }
+    let left = recording_ids(s.db());
+    assert!(
+        !left.is_empty() && left.len() < all.len(),
+        "{} left",
+        left.len()
+    );
+    // What is left is the newest of each stream, and everything checks out.
+    for stream in &ids {
+        let mut mine = all.iter().filter(|id| id.stream() == *stream);
+        let mut kept = left.iter().filter(|id| id.stream() == *stream);
+        assert_eq!(
+            kept.next_back(),
+            mine.next_back(),
+            "stream {stream} keeps its newest"
+        );
+    }
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+    let free = syncer::fs::Dir::free_bytes(&env.fs).unwrap().unwrap();
+    assert!(free >= options().min_free_bytes, "{free} free");
+}

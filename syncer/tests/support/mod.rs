@@ -83,6 +83,8 @@ pub fn config(retain_bytes: i64, flush_if_sec: u32) -> StreamConfig {
 pub fn options() -> SyncerOptions {
     SyncerOptions {
         reserve_bytes: 64 << 10,
+        // Only matters where a test gives the SimFs a capacity.
+        min_free_bytes: 96 << 10,
         ..Default::default()
     }
 }
