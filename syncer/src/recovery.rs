@@ -62,7 +62,9 @@ impl<D: Dir> Syncer<D> {
         m.last_complete_open = info.last_complete_open;
         m.in_progress_open = Some(open);
         meta::rewrite_meta(&*dir, &m).map_err(|e| Error::io("write", META_FILE_NAME, e))?;
-        db.record_open(open, clock.realtime())?;
+        with_room(&*dir, || {
+            db.record_open(open, clock.realtime()).map_err(Error::from)
+        })?;
         m.last_complete_open = Some(open);
         m.in_progress_open = None;
         meta::rewrite_meta(&*dir, &m).map_err(|e| Error::io("write", META_FILE_NAME, e))?;
@@ -76,9 +78,10 @@ impl<D: Dir> Syncer<D> {
         for id in syncer.stream_ids() {
             syncer.enforce_quota_of(id);
         }
-        syncer.flush("startup retention")?;
+        let d = syncer.dir.clone();
+        with_room(&*d, || syncer.flush("startup retention"))?;
         syncer.collect_garbage()?;
-        syncer.flush("startup: forget collected garbage")?;
+        with_room(&*d, || syncer.flush("startup: forget collected garbage"))?;
 
         // 6.
         if syncer.options.reserve_bytes > 0 {
@@ -88,6 +91,20 @@ impl<D: Dir> Syncer<D> {
             }
         }
         Ok((syncer, report))
+    }
+}
+
+/// Runs a database write; if it fails because the disk is full and the reserve file is
+/// there, releases the reserve and tries once more. Startup never fails only because the disk
+/// is full (DESIGN.md, failure handling).
+fn with_room<D: Dir, T>(dir: &D, mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    match f() {
+        Err(Error::Db(e)) if e.is_full() => {
+            warn!("disk full at startup: releasing the reserve file");
+            reserve::release(dir).map_err(|e| Error::io("unlink", RESERVE_FILE_NAME, e))?;
+            f()
+        }
+        r => r,
     }
 }
 
@@ -146,7 +163,8 @@ fn abandon_files<D: Dir>(syncer: &mut Syncer<D>) -> Result<RecoveryReport, Error
             orphans = report.orphans.len(),
             "recording abandoned files as garbage"
         );
-        syncer.commit_recovery_batch(&batch)?;
+        let d = syncer.dir.clone();
+        with_room(&*d, || syncer.commit_recovery_batch(&batch))?;
     }
     Ok(report)
 }

@@ -46,3 +46,16 @@ pub fn release<D: Dir>(dir: &D) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Releases the reserve when less than `low_bytes` is free, before anything that may need to
+/// grow the database (opening it in WAL mode creates its `-wal` and `-shm` files). Returns
+/// whether it was released.
+pub fn release_if_low<D: Dir>(dir: &D, low_bytes: u64) -> io::Result<bool> {
+    match dir.free_bytes()? {
+        Some(free) if free < low_bytes && dir.list()?.iter().any(|n| n == RESERVE_FILE_NAME) => {
+            release(dir)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}

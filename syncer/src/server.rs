@@ -144,6 +144,13 @@ struct Job {
 /// `ready` is called once recovery is done and the admin socket listens.
 pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Result<(), Error> {
     let dir = Arc::new(data_dir.lock_sample_dir()?);
+    // Startup never fails only because the disk is full: make room for the database first.
+    let low = opts.syncer.reserve_bytes.max(1 << 20);
+    match crate::reserve::release_if_low(&*dir, low) {
+        Ok(true) => warn!("disk nearly full at startup: released the reserve file"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "cannot check free space at startup"),
+    }
     let db = Database::open(&data_dir.db_path())?;
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
     let (syncer, report) = Syncer::start(dir.clone(), db, clock.clone(), opts.syncer.clone())?;

@@ -46,6 +46,12 @@ pub fn clip_path() -> PathBuf {
 pub fn data_dir(cameras: &[(&str, StreamConfig)]) -> (tempfile::TempDir, DataDir) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let d = DataDir::new(tmp.path().join("data"));
+    init_data_dir(&d, cameras);
+    (tmp, d)
+}
+
+/// Initializes `d` (created if missing) with the given cameras.
+pub fn init_data_dir(d: &DataDir, cameras: &[(&str, StreamConfig)]) {
     d.init().expect("init");
     let dir = Arc::new(d.lock_sample_dir().expect("lock"));
     let db = Database::open(&d.db_path()).expect("open db");
@@ -55,7 +61,6 @@ pub fn data_dir(cameras: &[(&str, StreamConfig)]) -> (tempfile::TempDir, DataDir
         s.add_stream(name, config.clone()).expect("add stream");
     }
     s.shutdown().expect("shutdown");
-    (tmp, d)
 }
 
 pub fn camera(source: &str, flush_if_sec: u32, rotate_sec: u32) -> StreamConfig {
@@ -152,11 +157,17 @@ fn with_fd3(cmd: &mut Command, fd: &OwnedFd) {
 
 /// Starts `nvr-syncer` on `d` and waits for its readiness.
 pub fn start_syncer(d: &DataDir) -> Proc {
+    start_syncer_with(d, &[])
+}
+
+/// [`start_syncer`] with extra arguments.
+pub fn start_syncer_with(d: &DataDir, extra: &[&str]) -> Proc {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     let mut cmd = Command::new(binary("nvr-syncer"));
     cmd.arg("--data-dir")
         .arg(&d.root)
         .args(["--ready-fd", "3", "--shutdown-grace-sec", "5"])
+        .args(extra)
         .stdin(Stdio::null());
     with_fd3(&mut cmd, &write);
     let child = cmd.spawn().expect("spawn nvr-syncer");

@@ -31,6 +31,11 @@ struct Args {
     /// Seconds a graceful stop waits for ingests to close their recordings.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_sec: u64,
+
+    /// Keep at least this many bytes free on the sample dir's file system by deleting the
+    /// oldest recordings beyond their quotas (0 disables).
+    #[arg(long, default_value_t = syncer::SyncerOptions::default().min_free_bytes)]
+    min_free_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -56,7 +61,10 @@ fn main() -> ExitCode {
     };
     let opts = ServeOptions {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_sec),
-        ..Default::default()
+        syncer: syncer::SyncerOptions {
+            min_free_bytes: args.min_free_bytes,
+            ..Default::default()
+        },
     };
     let data_dir = DataDir::new(&args.data_dir);
     let result = serve(&data_dir, opts, move || {
