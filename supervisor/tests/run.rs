@@ -1,6 +1,7 @@
 //! `nvr run` and `nvr demo` as real processes: graceful stop, restarts, failure isolation, and
 //! no child outliving a killed supervisor.
 
+use e2e::{pids_mentioning, wait_until};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,32 +10,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use supervisor::state::{ProcessState, SupervisorState};
 use syncer::layout::DataDir;
-
-/// Pids of processes whose command line mentions `needle` (each test's temp dir is unique).
-fn pids_mentioning(needle: &str) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(needle) && pid != std::process::id() as i32 {
-            out.push((pid, cmd));
-        }
-    }
-    out
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A temp dir with a copy of the clip (so that every process of this test names the dir) and a
 /// data dir with the given cameras; sources may use `{clip}`.
