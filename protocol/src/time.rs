@@ -76,6 +76,106 @@ impl Time {
     }
 }
 
+impl Time {
+    /// Parses an RFC 3339 date-time: `2026-11-27T04:48:38Z`, with an optional fraction of a
+    /// second (`.5`, `.123456789`; digits past the ninth are ignored) and a `Z` or `±HH:MM`
+    /// offset; `t` or a space may stand for the `T`. Rounds toward the past to a whole tick, as
+    /// `Display` does, so `Time::parse_rfc3339(&t.to_string())` is `t` to the millisecond.
+    ///
+    /// Leap seconds (`:60`) are refused: a `Time` does not represent them.
+    pub fn parse_rfc3339(s: &str) -> Result<Time, ParseTimeError> {
+        let bad = |what: &'static str| ParseTimeError {
+            text: s.to_owned(),
+            what,
+        };
+        let b = s.as_bytes();
+        let digits = |range: std::ops::Range<usize>, what: &'static str| -> Result<i64, _> {
+            let field = b.get(range).ok_or_else(|| bad(what))?;
+            if !field.iter().all(u8::is_ascii_digit) {
+                return Err(bad(what));
+            }
+            Ok(field.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+        };
+        let expect = |at: usize, allowed: &[u8], what: &'static str| match b.get(at) {
+            Some(c) if allowed.contains(c) => Ok(()),
+            _ => Err(bad(what)),
+        };
+        let year = digits(0..4, "expected a four-digit year")?;
+        expect(4, b"-", "expected '-' after the year")?;
+        let month = digits(5..7, "expected a two-digit month")?;
+        expect(7, b"-", "expected '-' after the month")?;
+        let day = digits(8..10, "expected a two-digit day")?;
+        expect(10, b"Tt ", "expected 'T' between date and time")?;
+        let hour = digits(11..13, "expected a two-digit hour")?;
+        expect(13, b":", "expected ':' after the hour")?;
+        let minute = digits(14..16, "expected two-digit minutes")?;
+        expect(16, b":", "expected ':' after the minutes")?;
+        let second = digits(17..19, "expected two-digit seconds")?;
+        if !(1..=12).contains(&month) {
+            return Err(bad("month out of range"));
+        }
+        if day < 1 || day > i64::from(days_in_month(year, month as u32)) {
+            return Err(bad("day out of range for its month"));
+        }
+        if hour > 23 || minute > 59 {
+            return Err(bad("hour or minutes out of range"));
+        }
+        if second > 59 {
+            return Err(bad(
+                "seconds out of range (leap seconds are not represented)",
+            ));
+        }
+        let mut at = 19;
+        let mut fraction_ticks = 0;
+        if b.get(at) == Some(&b'.') {
+            at += 1;
+            let first = at;
+            let mut nanos = 0i64;
+            while let Some(d) = b.get(at).filter(|c| c.is_ascii_digit()) {
+                if at - first < 9 {
+                    nanos = nanos * 10 + i64::from(d - b'0');
+                }
+                at += 1;
+            }
+            if at == first {
+                return Err(bad("expected digits after '.'"));
+            }
+            for _ in (at - first)..9 {
+                nanos *= 10;
+            }
+            fraction_ticks = nanos * TIME_UNITS_PER_SEC / 1_000_000_000;
+        }
+        let offset_sec = match b.get(at) {
+            Some(b'Z' | b'z') if b.len() == at + 1 => 0,
+            Some(&sign @ (b'+' | b'-')) if b.len() == at + 6 => {
+                let hours = digits(at + 1..at + 3, "expected a two-digit offset hour")?;
+                expect(at + 3, b":", "expected ':' in the offset")?;
+                let minutes = digits(at + 4..at + 6, "expected two-digit offset minutes")?;
+                if hours > 23 || minutes > 59 {
+                    return Err(bad("offset out of range"));
+                }
+                let magnitude = hours * 3600 + minutes * 60;
+                if sign == b'+' { magnitude } else { -magnitude }
+            }
+            _ => return Err(bad("expected 'Z' or an offset like +01:00 at the end")),
+        };
+        let secs = days_from_civil(year, month as u32, day as u32) * SECS_PER_DAY
+            + hour * 3600
+            + minute * 60
+            + second
+            - offset_sec;
+        Ok(Time(secs * TIME_UNITS_PER_SEC + fraction_ticks))
+    }
+}
+
+/// A string that is not an RFC 3339 date-time ([`Time::parse_rfc3339`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an RFC 3339 time like 2026-11-27T04:48:38Z: {what}")]
+pub struct ParseTimeError {
+    text: String,
+    what: &'static str,
+}
+
 impl Duration {
     /// `secs` whole seconds. Panics on overflow (`|secs|` above about 10^14).
     pub const fn from_secs(secs: i64) -> Self {
@@ -236,6 +336,28 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
+/// Days in `month` (1..=12) of a proleptic Gregorian `year`.
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// The inverse of [`civil_from_days`]: days since 1970-01-01 of a proleptic Gregorian date
+/// (Howard Hinnant's `days_from_civil`, with the same March-based eras).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400); // 0..=399
+    let month_from_march = i64::from((month + 9) % 12); // 0..=11
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1; // 0..=365
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,14 +386,6 @@ mod tests {
 
     #[test]
     fn civil_from_days_advances_one_calendar_day_at_a_time() {
-        fn days_in_month(year: i64, month: u32) -> u32 {
-            match month {
-                2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            }
-        }
         // 1600-01-01 is day -135_140; walk 1600..=2400, which covers every leap-year rule.
         let mut expected = (1600, 1, 1);
         for days in -135_140..=157_419 {
@@ -380,5 +494,90 @@ mod tests {
             Time::from_system(UNIX_EPOCH - StdDuration::from_nanos(1)),
             Time(-1)
         );
+    }
+
+    #[test]
+    fn parse_rfc3339_reads_utc_fractions_and_offsets() {
+        assert_eq!(
+            Time::parse_rfc3339("2026-11-27T04:48:38Z"),
+            Ok(at(1_795_754_918, 0))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("2026-11-27T04:48:38.123Z"),
+            Ok(at(1_795_754_918, 123))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("2026-11-27t05:48:38.123+01:00"),
+            Ok(at(1_795_754_918, 123))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("2026-11-26 23:18:38.123-05:30"),
+            Ok(at(1_795_754_918, 123))
+        );
+        assert_eq!(Time::parse_rfc3339("1970-01-01T00:00:00Z"), Ok(Time(0)));
+        assert_eq!(
+            Time::parse_rfc3339("1969-07-20T20:17:40Z"),
+            Ok(at(-14_182_940, 0))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("2000-02-29T00:00:00Z"),
+            Ok(at(951_782_400, 0))
+        );
+    }
+
+    #[test]
+    fn parse_rfc3339_rounds_fractions_toward_the_past() {
+        // One tick is 11 111.1 ns.
+        assert_eq!(
+            Time::parse_rfc3339("1970-01-01T00:00:00.000011111Z"),
+            Ok(Time(0))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("1970-01-01T00:00:00.000011112Z"),
+            Ok(Time(1))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("1970-01-01T00:00:00.5000000009999Z"),
+            Ok(Time(45_000))
+        );
+        assert_eq!(
+            Time::parse_rfc3339("1969-12-31T23:59:59.999Z"),
+            Ok(Time(-90))
+        );
+    }
+
+    #[test]
+    fn parse_rfc3339_inverts_display() {
+        for t in [0, 1, -1, 89, 90, 161_618_558_703_210, -1_276_464_600_000] {
+            let shown = Time(t).to_string();
+            let back = Time::parse_rfc3339(&shown).unwrap();
+            assert_eq!(back.to_string(), shown);
+            assert!(back <= Time(t) && Time(t) - back < Duration(90), "{t}");
+        }
+    }
+
+    #[test]
+    fn parse_rfc3339_refuses_malformed_text() {
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-11-27T04:48:38",
+            "2026-11-27T04:48Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-31T00:00:00Z",
+            "2026-11-27T24:00:00Z",
+            "2026-11-27T04:60:00Z",
+            "2026-11-27T04:48:60Z",
+            "2026-11-27T04:48:38.Z",
+            "2026-11-27T04:48:38+0100",
+            "2026-11-27T04:48:38+24:00",
+            "2026-11-27T04:48:38Zjunk",
+            "+026-11-27T04:48:38Z",
+            "2026/11/27T04:48:38Z",
+        ] {
+            let e = Time::parse_rfc3339(bad).unwrap_err();
+            assert!(e.to_string().contains("not an RFC 3339 time"), "{bad}: {e}");
+        }
     }
 }

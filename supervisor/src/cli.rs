@@ -68,6 +68,12 @@ pub enum Command {
     },
     /// Records two cameras from the shipped clip for a while, stops, checks, and summarizes.
     Demo(DemoArgs),
+    /// Writes a camera's committed recordings to a playable .mp4.
+    ///
+    /// Recordings overlapping [--start, --end) are exported whole, in id order, across runs
+    /// (a gap between runs is closed up: samples play back to back). Works while recording:
+    /// it only reads the database and committed (immutable) sample files.
+    Export(ExportArgs),
 }
 
 /// Settings of a camera; `None` keeps the current (or default) value.
@@ -160,4 +166,34 @@ pub struct DemoArgs {
     /// How long to record, e.g. `30s`, `2m`.
     #[arg(long, default_value = "30s", value_parser = crate::size::parse_duration)]
     pub duration: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The camera whose recordings to export.
+    #[arg(long, value_name = "NAME")]
+    pub camera: String,
+    /// Start of the range, RFC 3339 (e.g. `2026-11-27T04:48:38Z`, `...38.5+01:00`).
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = protocol::Time::parse_rfc3339,
+        requires = "end",
+        required_unless_present = "id"
+    )]
+    pub start: Option<protocol::Time>,
+    /// End of the range (exclusive), RFC 3339.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = protocol::Time::parse_rfc3339,
+        requires = "start"
+    )]
+    pub end: Option<protocol::Time>,
+    /// Exports only this recording: its 16-hex id, as `nvr recordings` lists it.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["start", "end"])]
+    pub id: Option<protocol::CompositeId>,
+    /// The .mp4 to write; written as `FILE.partial` and renamed over FILE when complete.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }

@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod mp4;
+pub mod progress;
 pub mod size;
 pub mod state;
 pub mod supervise;

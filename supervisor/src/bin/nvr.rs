@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             ("check", commands::check::run(&d, hash, repair, json))
         }
         Command::Demo(args) => ("demo", commands::demo::run(given, args)),
+        Command::Export(args) => ("export", commands::export::run(&d, &args)),
     };
     match result {
         Ok(code) => code,

@@ -7,22 +7,19 @@
 //! only and without the lock, so recording never stalls; `--repair` is refused then, because
 //! only the syncer may change the sample dir while it runs.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 use syncer::admin_client::AdminClient;
-use syncer::check::{CheckOptions, CheckReport, Progress, RepairReport, check, repair};
+use syncer::check::{CheckOptions, CheckReport, RepairReport, check, repair};
 use syncer::db::Database;
 use syncer::fs::RealDir;
 use syncer::layout::DataDir;
 
 use super::CmdResult;
+use crate::progress::ProgressLine;
 use crate::size::Size;
-
-/// Shortest interval between two redraws of the progress line on a terminal.
-const REDRAW_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdResult {
     let live = AdminClient::connect(d).is_ok();
@@ -34,7 +31,7 @@ pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdRe
         );
     }
     let opts = CheckOptions { hash, live };
-    let mut line = ProgressLine::new(hash);
+    let mut line = ProgressLine::new("hashing", hash);
     let db_path = d.db_path();
     if !db_path.exists() {
         return Err(format!("no database at {}; run `nvr init`", db_path.display()).into());
@@ -44,13 +41,25 @@ pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdRe
         let sample = d.sample_dir_path();
         let dir =
             RealDir::open_dir(&sample).map_err(|e| format!("open {}: {e}", sample.display()))?;
-        let report = check(&db, &dir, opts, &mut |p| line.update(p));
+        let report = check(&db, &dir, opts, &mut |p| {
+            line.update(
+                p.done_bytes,
+                p.total_bytes,
+                &format!(", {}/{} files", p.done_files, p.total_files),
+            )
+        });
         line.finish();
         (report?, None)
     } else {
         let dir = d.lock_sample_dir()?;
         let mut db = Database::open(&db_path)?;
-        let report = check(&db, &dir, opts, &mut |p| line.update(p));
+        let report = check(&db, &dir, opts, &mut |p| {
+            line.update(
+                p.done_bytes,
+                p.total_bytes,
+                &format!(", {}/{} files", p.done_files, p.total_files),
+            )
+        });
         line.finish();
         let report = report?;
         let repaired = if repair_requested {
@@ -140,74 +149,4 @@ fn to_text(report: &CheckReport, repaired: Option<&RepairReport>, clean: bool) -
     };
     s += &format!("check: {summary}: {verdict}\n");
     s
-}
-
-/// The `--hash` progress line on stderr: rewritten in place on a terminal, otherwise one line
-/// per tenth of the bytes so logs stay short.
-struct ProgressLine {
-    enabled: bool,
-    tty: bool,
-    start: Instant,
-    last_draw: Option<Instant>,
-    /// Non-terminal: the next tenth (0..=10) to print a line at.
-    next_tenth: u64,
-}
-
-impl ProgressLine {
-    fn new(hash: bool) -> Self {
-        ProgressLine {
-            enabled: hash,
-            tty: std::io::stderr().is_terminal(),
-            start: Instant::now(),
-            last_draw: None,
-            next_tenth: 0,
-        }
-    }
-
-    fn update(&mut self, p: Progress) {
-        if !self.enabled || p.total_bytes == 0 {
-            return;
-        }
-        let done = p.done_bytes >= p.total_bytes;
-        if self.tty {
-            let now = Instant::now();
-            if !done && self.last_draw.is_some_and(|t| now - t < REDRAW_INTERVAL) {
-                return;
-            }
-            self.last_draw = Some(now);
-            eprint!("\r{}\x1b[K", self.text(p));
-        } else {
-            let tenth = p.done_bytes * 10 / p.total_bytes;
-            if tenth < self.next_tenth {
-                return;
-            }
-            self.next_tenth = tenth + 1;
-            self.last_draw = Some(Instant::now());
-            eprintln!("{}", self.text(p));
-        }
-    }
-
-    fn text(&self, p: Progress) -> String {
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 {
-            format!("{}/s", Size((p.done_bytes as f64 / secs) as u64))
-        } else {
-            "-".to_owned()
-        };
-        format!(
-            "hashing: {} / {} ({}%), {rate}, {}/{} files",
-            Size(p.done_bytes),
-            Size(p.total_bytes),
-            p.done_bytes * 100 / p.total_bytes,
-            p.done_files,
-            p.total_files
-        )
-    }
-
-    /// Ends the line on a terminal.
-    fn finish(&mut self) {
-        if self.tty && self.last_draw.is_some() {
-            eprintln!();
-        }
-    }
 }

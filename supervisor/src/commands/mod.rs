@@ -5,6 +5,7 @@ pub mod access;
 pub mod camera;
 pub mod check;
 pub mod demo;
+pub mod export;
 pub mod init;
 pub mod run;
 pub mod status;
