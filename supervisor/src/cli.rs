@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Longest restart delay, in seconds.
     #[arg(long, default_value_t = 30)]
     pub restart_backoff_max_sec: u64,
+    /// Keep at least this much free on the sample dir's file system, deleting the oldest
+    /// recordings beyond their quotas when it runs low (0 disables), e.g. `1GiB`.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB")]
+    pub min_free: Size,
 }
 
 impl Default for RunArgs {
@@ -157,6 +161,7 @@ impl Default for RunArgs {
             restart_window_sec: 60,
             restart_backoff_ms: 500,
             restart_backoff_max_sec: 30,
+            min_free: Size(syncer::SyncerOptions::default().min_free_bytes),
         }
     }
 }

@@ -116,6 +116,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub backoff: Backoff,
     pub intensity: Intensity,
+    /// Keep this many bytes free on the sample dir's file system (`nvr-syncer
+    /// --min-free-bytes`): below it the oldest recordings go, beyond their quotas.
+    pub min_free_bytes: u64,
     /// Stop requests: the supervisor stops when this becomes 1 and hurries at 2. Signals
     /// increment it (see [`watch_signals`]); so can a caller (the demo).
     pub stop_requests: Arc<AtomicUsize>,
@@ -395,6 +398,8 @@ impl Supervisor {
         cmd.arg("--data-dir")
             .arg(&self.cfg.data_dir.root)
             .args(["--ready-fd", "3"])
+            .arg("--min-free-bytes")
+            .arg(self.cfg.min_free_bytes.to_string())
             .stdin(Stdio::null());
         child_setup(&mut cmd, Some(write.as_raw_fd()), None);
         let child = cmd.spawn().map_err(|source| SuperviseError::Spawn {

@@ -138,11 +138,17 @@ fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
 #[test]
 fn a_killed_syncer_is_restarted_and_recording_resumes() {
     let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
-    let mut nvr = Nvr::run(&d, &[]);
+    let mut nvr = Nvr::run(&d, &["--min-free", "1MiB"]);
     wait_until("a recording", Duration::from_secs(30), || {
         committed(&d) >= 1
     });
     let old = syncer_pid(&needle).unwrap();
+    let cmdline = pids_mentioning(&needle)
+        .into_iter()
+        .find(|(p, _)| *p == old)
+        .unwrap()
+        .1;
+    assert!(cmdline.contains("--min-free-bytes 1048576"), "{cmdline}");
     kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
     wait_until("a new syncer", Duration::from_secs(30), || {
         syncer_pid(&needle).is_some_and(|p| p != old)

@@ -111,6 +111,7 @@ pub fn config(
             max_restarts: args.max_restarts,
             window: Duration::from_secs(args.restart_window_sec),
         },
+        min_free_bytes: args.min_free.0,
         stop_requests,
     })
 }
