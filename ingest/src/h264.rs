@@ -654,6 +654,58 @@ impl SampleEntry {
         Self::build(&summary, &sps, &pps)
     }
 
+    /// Builds the sample entry of an `AVCDecoderConfigurationRecord` received from elsewhere
+    /// (an RTSP camera's, as its client assembled it): the record's first SPS and first PPS
+    /// go through [`Self::from_parameter_sets`], so a camera's parameters are checked by the
+    /// same parser as a file's, and the entry holds a record of our own making. Offsets in
+    /// errors are into `record`.
+    ///
+    /// Refused: a record that is not version 1, declares NAL unit lengths other than 4 bytes
+    /// (samples are framed with [`NAL_LENGTH_BYTES`]), or has no SPS or no PPS.
+    pub fn from_avc_decoder_configuration_record(record: &[u8]) -> Result<Self, H264Error> {
+        const WHAT: &str = "avcC record";
+        let truncated = |offset| H264Error::Truncated { offset, what: WHAT };
+        let malformed = |offset, reason: String| H264Error::Malformed {
+            offset,
+            what: WHAT,
+            reason,
+        };
+        let header = record.get(..6).ok_or(truncated(record.len()))?;
+        if header[0] != 1 {
+            return Err(malformed(0, format!("version {} (expected 1)", header[0])));
+        }
+        let length_bytes = usize::from(header[4] & 0b11) + 1;
+        if length_bytes != NAL_LENGTH_BYTES {
+            return Err(malformed(
+                4,
+                format!("NAL unit lengths of {length_bytes} bytes (expected {NAL_LENGTH_BYTES})"),
+            ));
+        }
+        // One list of parameter sets: a count (masked to its bits), then u16-length-prefixed
+        // NAL units. Returns the first and the offset just past the list.
+        let list = |at: usize, count_mask: u8, what: &'static str| {
+            let count = record.get(at).ok_or(truncated(at))? & count_mask;
+            let mut pos = at + 1;
+            let mut first = None;
+            for _ in 0..count {
+                let len = record.get(pos..pos + 2).ok_or(truncated(pos))?;
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                let nal = record
+                    .get(pos + 2..pos + 2 + len)
+                    .ok_or(truncated(pos + 2))?;
+                if first.is_none() {
+                    first = Some(NalUnit::new(pos + 2, nal)?);
+                }
+                pos += 2 + len;
+            }
+            let first = first.ok_or_else(|| malformed(at, format!("no {what}")))?;
+            Ok::<_, H264Error>((first, pos))
+        };
+        let (sps, after_sps) = list(5, 0b1_1111, "SPS")?;
+        let (pps, _) = list(after_sps, 0xff, "PPS")?;
+        Self::from_parameter_sets(sps, pps)
+    }
+
     fn build(summary: &Sps, sps: &NalUnit<'_>, pps: &NalUnit<'_>) -> Result<Self, H264Error> {
         let record = avc_decoder_configuration_record(summary, sps, pps)?;
         Ok(Self {

@@ -11,6 +11,8 @@
 //!
 //! - [`source`]: a source URL (`file:`, `synthetic:`) becomes paced [`source::Frame`]s with
 //!   pts, local time and sample entry; [`h264`] parses the Annex B files.
+//! - [`rtsp`]: an `rtsp://` camera, read with the `retina` client, becomes
+//!   [`rtsp::Event`]s: frames, and the ends of sessions, after which it reconnects.
 //! - [`writer`]: the state machine that turns frames into recordings: time model, rotation,
 //!   progress reports, closes, write retries. It talks to the syncer through the
 //!   [`writer::SyncerLink`] trait.
@@ -20,5 +22,6 @@
 
 pub mod client;
 pub mod h264;
+pub mod rtsp;
 pub mod source;
 pub mod writer;

@@ -206,7 +206,7 @@ impl SourceUrl {
             }
             other => {
                 return Err(bad(format!(
-                    "unsupported scheme {other:?} (expected file or synthetic)"
+                    "unsupported scheme {other:?} (expected file, synthetic or rtsp)"
                 )));
             }
         };

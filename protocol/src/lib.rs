@@ -16,6 +16,7 @@ pub mod id;
 pub mod messages;
 pub mod retry;
 pub mod sample_index;
+pub mod source_url;
 pub mod time;
 pub mod wire;
 

@@ -91,14 +91,30 @@ pub struct CameraSettings {
     pub rotate_sec: Option<u32>,
 }
 
+/// An `rtsp://` camera's credentials given apart from its URL: stored with the URL (in the
+/// database), passed to the ingest in its environment, shown as `***` in listings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CameraCredentials {
+    /// User name for the `rtsp://` camera of `--source` (instead of `USER:PASSWORD@` in it).
+    #[arg(long, value_name = "NAME", requires = "source")]
+    pub username: Option<String>,
+    /// File whose first line is the camera's password (`-`: standard input), so that the
+    /// password never appears on a command line.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CameraCommand {
     /// Adds a camera.
     Add {
         name: String,
-        /// `file:PATH[?speed=N|max]`, `synthetic:[?fps=..]`, or `rtsp://...`.
+        /// `rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?transport=tcp|udp][&stall_sec=N]`,
+        /// `file:PATH[?speed=N|max]` or `synthetic:[?fps=..]`.
         #[arg(long, value_name = "URL")]
         source: String,
+        #[command(flatten)]
+        credentials: CameraCredentials,
         #[command(flatten)]
         settings: CameraSettings,
     },
@@ -113,6 +129,8 @@ pub enum CameraCommand {
         name: String,
         #[arg(long, value_name = "URL")]
         source: Option<String>,
+        #[command(flatten)]
+        credentials: CameraCredentials,
         #[command(flatten)]
         settings: CameraSettings,
     },

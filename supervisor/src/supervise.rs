@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::{Gid, Pid, Uid};
 use protocol::messages::CameraInfo;
+use protocol::source_url::{PASSWORD_ENV, USERNAME_ENV, split_credentials};
 use syncer::admin_client::AdminClient;
 use syncer::layout::DataDir;
 use thiserror::Error;
@@ -519,8 +520,16 @@ impl Supervisor {
             }
         };
         let mut cmd = Command::new(self.cfg.bin_dir.join("nvr-ingest"));
-        cmd.args(["--camera", name, "--source", &c.info.config.source])
+        // A camera's password goes in the environment, never on the command line, which
+        // every user of the machine can read (protocol::source_url).
+        let (source, credentials) = split_credentials(&c.info.config.source);
+        cmd.args(["--camera", name, "--source", &source])
             .stdin(Stdio::null());
+        cmd.env_remove(USERNAME_ENV).env_remove(PASSWORD_ENV);
+        if let Some(creds) = credentials {
+            cmd.env(USERNAME_ENV, creds.username)
+                .env(PASSWORD_ENV, creds.password);
+        }
         child_setup(&mut cmd, Some(fd.as_raw_fd()), self.cfg.ingest_user);
         match cmd.spawn() {
             Ok(child) => {

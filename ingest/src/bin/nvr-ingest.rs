@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ingest::client::Client;
+use ingest::rtsp::{Camera, Credentials, Event, RtspUrl};
 use ingest::source::{Source, SourceError};
 use ingest::writer::{
     DEFAULT_ACCEPT_TIMEOUT, LinkError, MAX_ROTATE_SEC, Writer, WriterConfig, WriterError,
     end_reason,
 };
 use nix::sys::socket::{AddressFamily, SockType, SockaddrLike, SockaddrStorage, sockopt};
+use protocol::source_url::{PASSWORD_ENV, USERNAME_ENV};
 use protocol::{Clock, Conn, RealClock, WireError};
 use tracing::{error, info, info_span, warn};
 
@@ -62,6 +64,10 @@ Exit statuses:
      that cannot be recorded (the recording is closed with end reason \"source-error\")
   5  writing a sample file failed permanently; the syncer salvages the recording
 
+Camera credentials:
+  From the rtsp:// URL's user info, or else from the environment variables NVR_RTSP_USERNAME
+  and NVR_RTSP_PASSWORD (what nvr run uses, so that a password is never on a command line).
+
 Logs go to stderr, each line naming the camera; RUST_LOG sets the filter (default info).";
 
 /// Records one camera stream into sample files handed over by the syncer on fd 3.
@@ -72,8 +78,10 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     camera: String,
 
-    /// Where frames come from: `file:PATH[?speed=N|max][&fps=F]` (H.264 Annex B, looped,
-    /// real time unless `speed` says otherwise; `fps` applies when the SPS has no timing) or
+    /// Where frames come from: `rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?transport=tcp|udp]
+    /// [&stall_sec=N]` (an IP camera's H.264 stream; other query parameters go to the camera),
+    /// `file:PATH[?speed=N|max][&fps=F]` (H.264 Annex B, looped, real time unless `speed` says
+    /// otherwise; `fps` applies when the SPS has no timing) or
     /// `synthetic:[?fps=F][&bitrate=BITS][&gop=N][&speed=N|max]` (generated frames).
     #[arg(long, value_name = "URL")]
     source: String,
@@ -171,9 +179,8 @@ fn run(args: &Args) -> Result<(), Failure> {
         }
     };
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
-    let mut source =
-        Source::open(&args.source, clock.clone(), stop.clone()).map_err(Failure::source)?;
-    info!(source = %args.source, speed = ?source.speed(), rotate_sec, "recording");
+    let mut input = Input::open(&args.source, clock.clone(), stop.clone())?;
+    info!(source = %protocol::source_url::redact(&args.source), rotate_sec, "recording");
     let config = WriterConfig {
         stream_id: hello.stream_id,
         rotate_sec,
@@ -181,7 +188,14 @@ fn run(args: &Args) -> Result<(), Failure> {
     };
     let mut writer =
         Writer::new(client, config, clock, stop).map_err(|e| Failure::new(status::USAGE, e))?;
-    while let Some(frame) = source.next_frame() {
+    while let Some(event) = input.next_event() {
+        let frame = match event {
+            Event::Frame(frame) => frame,
+            Event::Ended { reason } => {
+                close(&mut writer, &reason)?;
+                continue;
+            }
+        };
         match writer.write(&frame) {
             Ok(()) => {}
             Err(WriterError::WriteAborted { id, source }) => {
@@ -189,15 +203,83 @@ fn run(args: &Args) -> Result<(), Failure> {
                 return Ok(());
             }
             Err(WriterError::Link(e)) => return Err(Failure::link(e)),
-            Err(e) if e.is_frame_refused() => {
-                finish(&mut writer, end_reason::SOURCE_ERROR)?;
-                return Err(Failure::new(status::SOURCE, e));
-            }
+            Err(e) if e.is_frame_refused() => match &mut input {
+                Input::Camera(camera) => {
+                    // A camera's bad frame costs its session, not the process.
+                    let reason = format!("camera-bad-stream: {e}");
+                    camera.end_session(&reason);
+                    close(&mut writer, &reason)?;
+                }
+                Input::Source(_) => {
+                    finish(&mut writer, end_reason::SOURCE_ERROR)?;
+                    return Err(Failure::new(status::SOURCE, e));
+                }
+            },
             Err(e) => return Err(Failure::new(status::WRITE, e)),
         }
     }
     info!("shutting down");
     finish(&mut writer, end_reason::SHUTDOWN)
+}
+
+/// Where frames come from: a clip or generator ([`Source`]), or an RTSP camera.
+enum Input {
+    Source(Source),
+    Camera(Camera),
+}
+
+impl Input {
+    fn open(url: &str, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<Input, Failure> {
+        if !url.starts_with("rtsp:") {
+            let source = Source::open(url, clock, stop).map_err(Failure::source)?;
+            info!(speed = ?source.speed(), "source opened");
+            return Ok(Input::Source(source));
+        }
+        let url = RtspUrl::parse(url).map_err(Failure::source)?;
+        let from_env = std::env::var(USERNAME_ENV)
+            .ok()
+            .map(|username| Credentials {
+                username,
+                password: std::env::var(PASSWORD_ENV).unwrap_or_default(),
+            });
+        info!(
+            transport = ?url.transport,
+            stall_sec = url.stall_timeout.as_secs(),
+            credentials = if url.credentials.is_some() {
+                "from the URL"
+            } else if from_env.is_some() {
+                "from the environment"
+            } else {
+                "none"
+            },
+            "camera"
+        );
+        let camera = Camera::new(url, from_env, clock, stop).map_err(|e| {
+            Failure::new(status::SOURCE, format!("cannot start the RTSP client: {e}"))
+        })?;
+        Ok(Input::Camera(camera))
+    }
+
+    /// The next frame or end of a camera session; `None` once stopped.
+    fn next_event(&mut self) -> Option<Event> {
+        match self {
+            Input::Source(s) => s.next_frame().map(Event::Frame),
+            Input::Camera(c) => c.next_event(),
+        }
+    }
+}
+
+/// Closes the growing recording, if any, with `reason` (a camera session ended); the next
+/// frame begins a new run.
+fn close(writer: &mut Writer<Client>, reason: &str) -> Result<(), Failure> {
+    if let Some(id) = writer.growing() {
+        info!(recording = %id, reason, "closing: the camera session ended");
+    }
+    match writer.close(reason) {
+        Ok(()) => Ok(()),
+        Err(WriterError::Link(e)) => Err(Failure::link(e)),
+        Err(e) => Err(Failure::new(status::CONNECTION_LOST, e)),
+    }
 }
 
 /// Closes the growing recording with `reason` and waits (at most [`SHUTDOWN_ACCEPT_WAIT`] in

@@ -723,3 +723,47 @@ fn sample_entry_without_an_sps_is_truncated() {
         entry.sps()
     );
 }
+
+#[test]
+fn sample_entry_from_a_received_avcc_record_equals_the_clips() {
+    for stream in [CLIP, HIGH422, HIGH10] {
+        let clip = parse_clip(stream).unwrap();
+        let entry = &clip.sample_entries[0];
+        let again = SampleEntry::from_avc_decoder_configuration_record(
+            entry.avc_decoder_configuration_record(),
+        )
+        .unwrap();
+        assert_eq!(&again, entry);
+    }
+}
+
+#[test]
+fn received_avcc_records_that_we_cannot_use_are_refused_naming_why() {
+    let clip = parse_clip(CLIP).unwrap();
+    let good = clip.sample_entries[0]
+        .avc_decoder_configuration_record()
+        .to_vec();
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut r = good.clone();
+        f(&mut r);
+        SampleEntry::from_avc_decoder_configuration_record(&r)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(with(&|r| r[0] = 0).contains("version 0"));
+    assert!(with(&|r| r[4] = 0xfd).contains("lengths of 2 bytes"));
+    assert!(with(&|r| r[5] = 0xe0).contains("no SPS"));
+    assert!(with(&|r| r.truncate(r.len() - 1)).contains("truncated avcC record"));
+    let sps_len = usize::from(read_u16(&good, 6));
+    assert!(with(&|r| r[8 + sps_len] = 0).contains("no PPS"));
+    assert!(with(&|r| r.truncate(3)).contains("truncated avcC record"));
+    // An SPS slot holding a PPS: our parser refuses it.
+    assert!(
+        SampleEntry::from_avc_decoder_configuration_record(&{
+            let mut r = good.clone();
+            r[8] = 0x68;
+            r
+        })
+        .is_err()
+    );
+}

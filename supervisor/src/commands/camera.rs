@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 use protocol::messages::{CameraConfig, CameraInfo};
+use protocol::source_url::redact;
 use serde::Serialize;
 use syncer::db::{StreamConfig, validate_camera_name};
 use syncer::fs::RealDir;
@@ -17,7 +18,7 @@ use syncer::{Error, Syncer};
 use super::CmdResult;
 use super::access::{Access, connect_or_lock};
 use super::table::{Align, Table};
-use crate::cli::{CameraCommand, CameraSettings};
+use crate::cli::{CameraCommand, CameraCredentials, CameraSettings};
 use crate::size::Size;
 
 /// Quota of a new camera unless `--retain` says otherwise.
@@ -32,19 +33,70 @@ pub fn run(d: &DataDir, command: CameraCommand) -> CmdResult {
         CameraCommand::Add {
             name,
             source,
+            credentials,
             settings,
-        } => add(d, &name, source, &settings),
+        } => add(d, &name, with_credentials(source, &credentials)?, &settings),
         CameraCommand::List { json } => list(d, json),
         CameraCommand::Set {
             name,
             source,
+            credentials,
             settings,
-        } => set(d, &name, source, &settings),
+        } => {
+            let source = source
+                .map(|s| with_credentials(s, &credentials))
+                .transpose()?;
+            set(d, &name, source, &settings)
+        }
         CameraCommand::Remove {
             name,
             delete_recordings,
         } => remove(d, &name, delete_recordings),
     }
+}
+
+/// `source` with `--username` and `--password-file` put into its user info (percent-encoded).
+/// Refused: credentials for a source that is not `rtsp://`, or given both ways.
+fn with_credentials(
+    source: String,
+    c: &CameraCredentials,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let Some(username) = &c.username else {
+        return Ok(source);
+    };
+    let mut url = url::Url::parse(&source)
+        .ok()
+        .filter(|u| u.scheme() == "rtsp" && u.has_host())
+        .ok_or_else(|| {
+            format!(
+                "--username applies to rtsp:// sources only, not {:?}",
+                redact(&source)
+            )
+        })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{:?} already holds credentials; give them in the URL or with --username, not both",
+            redact(&source)
+        )
+        .into());
+    }
+    let password = match &c.password_file {
+        None => String::new(),
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(path)
+            }
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+            text.lines().next().unwrap_or_default().to_owned()
+        }
+    };
+    let set = url
+        .set_username(username)
+        .and_then(|()| url.set_password((!password.is_empty()).then_some(&password)));
+    set.map_err(|()| format!("cannot put credentials into {:?}", redact(&source)))?;
+    Ok(url.to_string())
 }
 
 fn no_camera(name: &str) -> Box<dyn std::error::Error> {
@@ -103,7 +155,7 @@ fn describe(c: &CameraInfo) -> String {
         "{} (id {}): source {}, retain {}, flush-if-sec {}, rotate-sec {}",
         c.name,
         c.id,
-        c.config.source,
+        redact(&c.config.source),
         retain(&c.config),
         c.config.flush_if_sec,
         c.config.rotate_sec
@@ -114,12 +166,12 @@ fn retain(c: &CameraConfig) -> Size {
     Size(u64::try_from(c.retain_bytes).unwrap_or(0))
 }
 
-/// One camera in `camera list --json`.
+/// One camera in `camera list --json` (its source's password shown as `***`).
 #[derive(Debug, Serialize)]
 struct CameraJson<'a> {
     id: i32,
     name: &'a str,
-    source: &'a str,
+    source: String,
     retain_bytes: i64,
     flush_if_sec: u32,
     rotate_sec: u32,
@@ -140,7 +192,7 @@ fn list(d: &DataDir, json: bool) -> CmdResult {
             .map(|c| CameraJson {
                 id: c.id,
                 name: &c.name,
-                source: &c.config.source,
+                source: redact(&c.config.source),
                 retain_bytes: c.config.retain_bytes,
                 flush_if_sec: c.config.flush_if_sec,
                 rotate_sec: c.config.rotate_sec,
@@ -168,7 +220,7 @@ fn list(d: &DataDir, json: bool) -> CmdResult {
             retain(&c.config).to_string(),
             c.config.flush_if_sec.to_string(),
             c.config.rotate_sec.to_string(),
-            c.config.source.clone(),
+            redact(&c.config.source),
         ]);
     }
     print!("{}", t.render());
