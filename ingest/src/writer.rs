@@ -2,7 +2,9 @@
 //! the sample-file descriptors the syncer hands out (DESIGN.md, "One recording's life").
 //!
 //! The writer talks to the syncer only through [`SyncerLink`], so that its rules can be tested
-//! against an in-memory fake; [`crate::client::Client`] is the real link over the socket.
+//! against an in-memory fake; [`crate::client::Client`] is the real link over the socket. The
+//! syncer's power-loss suite (`syncer/tests/power_loss.rs`) drives it with a link to an
+//! in-process syncer core whose descriptors write through the simulated file system.
 //!
 //! # A recording
 //!
@@ -141,7 +143,8 @@ pub mod end_reason {
 }
 
 /// The syncer side of a connection, as the writer needs it. [`crate::client::Client`] speaks
-/// it over the socket; tests use an in-memory fake that checks every rule.
+/// it over the socket; tests use an in-memory fake that checks every rule, or an in-process
+/// syncer core (the power-loss suite).
 ///
 /// Every call may fail with a [`LinkError`]; the writer then abandons the growing recording
 /// (the syncer salvages it when the connection ends).
