@@ -151,7 +151,11 @@ fn protocol_version_mismatch_is_a_usage_error() {
 
 #[test]
 fn bad_source_url_is_a_usage_error_and_a_missing_file_a_source_error() {
-    for (source, code) in [("rtsp://camera", 2), ("file:/nonexistent.h264", 4)] {
+    for (source, code) in [
+        ("http://camera/x", 2),
+        ("rtsp://camera/x?transport=quic", 2),
+        ("file:/nonexistent.h264", 4),
+    ] {
         let (conn, server) = syncer(|mut c| {
             handshake(&mut c, PROTOCOL_VERSION);
             c

@@ -225,7 +225,8 @@ fn run(args: &Args) -> Result<(), Failure> {
 /// Where frames come from: a clip or generator ([`Source`]), or an RTSP camera.
 enum Input {
     Source(Source),
-    Camera(Camera),
+    /// Boxed: a camera holds a runtime and is much larger than a source.
+    Camera(Box<Camera>),
 }
 
 impl Input {
@@ -257,7 +258,7 @@ impl Input {
         let camera = Camera::new(url, from_env, clock, stop).map_err(|e| {
             Failure::new(status::SOURCE, format!("cannot start the RTSP client: {e}"))
         })?;
-        Ok(Input::Camera(camera))
+        Ok(Input::Camera(Box::new(camera)))
     }
 
     /// The next frame or end of a camera session; `None` once stopped.

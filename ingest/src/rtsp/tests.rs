@@ -88,3 +88,36 @@ fn a_refused_connect_backs_off_and_stops_promptly() {
     assert!(cam.failures >= 2, "failures {}", cam.failures);
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
 }
+
+/// A "camera" that answers DESCRIBE with garbage: every connect fails with a clear error,
+/// the camera keeps retrying with backoff, and nothing panics.
+#[test]
+fn a_camera_answering_garbage_is_retried_not_fatal() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"RTSP/1.0 200 OK\r\nCSeq: banana\r\n\r\n\x00\xff garbage");
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = RtspUrl::parse(&format!("rtsp://127.0.0.1:{port}/x")).unwrap();
+    let mut cam = Camera::new(url, None, Arc::new(protocol::RealClock), stop.clone()).unwrap();
+    let flag = stop.clone();
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        flag.store(true, Ordering::SeqCst);
+    });
+    assert!(cam.next_event().is_none());
+    setter.join().unwrap();
+    assert!(cam.failures >= 2, "failures {}", cam.failures);
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
+    assert!(cam.session.is_none());
+}
