@@ -524,12 +524,21 @@ async fn bounded<T>(
 ) -> Result<T, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, step).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what} failed: {e}")),
+        Ok(Err(e)) => Err(one_line(&format!("{what} failed: {e}"))),
         Err(_) => Err(format!(
             "{what} timed out after {} s",
             CONNECT_TIMEOUT.as_secs()
         )),
     }
+}
+
+/// `text` with its line breaks turned into `; `, for single-line logs and end reasons.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The wait after `current` (none yet: the initial one).
@@ -540,9 +549,10 @@ fn next_backoff(current: Option<std::time::Duration>) -> std::time::Duration {
     }
 }
 
-/// An end reason `prefix: error`, at most [`MAX_REASON_BYTES`].
+/// An end reason `prefix: error` on one line (retina's errors span several), at most
+/// [`MAX_REASON_BYTES`].
 fn reason(prefix: &str, e: &dyn fmt::Display) -> String {
-    let mut r = format!("{prefix}: {e}");
+    let mut r = one_line(&format!("{prefix}: {e}"));
     if r.len() > MAX_REASON_BYTES {
         let mut cut = MAX_REASON_BYTES;
         while !r.is_char_boundary(cut) {

@@ -8,30 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use e2e::playback::ffmpeg_installed;
 use nix::sys::signal::Signal;
-use protocol::{Duration as Ticks, TIME_UNITS_PER_SEC};
-use syncer::db::{FLAG_TRAILING_ZERO, RecordingRow};
+use protocol::Duration as Ticks;
+use syncer::db::RecordingRow;
 use syncer::layout::DataDir;
 
 /// The clip runs at 30 fps.
 const FRAME_90K: i64 = 3_000;
-
-fn ffmpeg_installed() -> bool {
-    let runs = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if runs("ffprobe") && runs("ffmpeg") {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED: ffprobe/ffmpeg are not installed, so exported files cannot be verified \
-         (apt-get install ffmpeg)"
-    );
-    false
-}
 
 /// Run offsets of the committed recordings, oldest first, as the running syncer reports them.
 fn committed_run_offsets(d: &DataDir) -> Vec<i32> {
@@ -88,90 +72,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// What ffprobe reports of the first video stream, counting frames by demuxing.
-#[derive(Debug)]
-struct Probe {
-    codec: String,
-    width: u64,
-    height: u64,
-    frames: u64,
-    duration_sec: f64,
-}
-
-fn probe(file: &Path) -> Probe {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=nb_read_frames,duration,codec_name,width,height",
-        ])
-        .args(["-of", "json"])
-        .arg(file)
-        .output()
-        .expect("run ffprobe");
-    assert!(out.status.success(), "ffprobe: {}", text(&out.stderr));
-    assert!(out.stderr.is_empty(), "ffprobe: {}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
-    let s = &v["streams"][0];
-    let number = |key: &str| -> f64 {
-        s[key]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {key} in {v}"))
-            .parse()
-            .unwrap()
-    };
-    Probe {
-        codec: s["codec_name"].as_str().expect("codec_name").to_owned(),
-        width: s["width"].as_u64().expect("width"),
-        height: s["height"].as_u64().expect("height"),
-        frames: number("nb_read_frames") as u64,
-        duration_sec: number("duration"),
-    }
-}
-
-/// Decodes every frame with ffmpeg, which must succeed and report nothing.
-fn assert_decodes_cleanly(file: &Path) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-xerror", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    assert!(out.status.success(), "ffmpeg: {}", text(&out.stderr));
-    assert!(out.stderr.is_empty(), "ffmpeg: {}", text(&out.stderr));
-}
-
-/// The duration the export should have: the media durations, plus one frame for each
-/// trailing-zero sample (the export gives it the previous frame's duration).
-fn expected_duration_sec(rows: &[&RecordingRow]) -> f64 {
-    let ticks: i64 = rows
-        .iter()
-        .map(|r| {
-            i64::from(r.media_duration_90k)
-                + if r.flags & FLAG_TRAILING_ZERO != 0 {
-                    FRAME_90K
-                } else {
-                    0
-                }
-        })
-        .sum();
-    ticks as f64 / TIME_UNITS_PER_SEC as f64
-}
-
+/// Exported files hold the shipped clip, which runs at 30 fps.
 fn assert_plays(file: &Path, rows: &[&RecordingRow]) {
-    let p = probe(file);
-    assert_eq!(p.codec, "h264", "{p:?}");
-    assert_eq!((p.width, p.height), (320, 240), "{p:?}");
-    let samples: i64 = rows.iter().map(|r| i64::from(r.video_samples)).sum();
-    assert_eq!(p.frames as i64, samples, "{p:?}");
-    let frame_sec = FRAME_90K as f64 / TIME_UNITS_PER_SEC as f64;
-    let expected = expected_duration_sec(rows);
-    assert!(
-        (p.duration_sec - expected).abs() <= frame_sec,
-        "duration {} vs expected {expected}: {p:?}",
-        p.duration_sec
-    );
-    assert_decodes_cleanly(file);
+    e2e::playback::assert_plays(file, rows, FRAME_90K);
 }
 
 fn partial(file: &Path) -> PathBuf {

@@ -2,6 +2,9 @@
 //! data dir, running `nvr-syncer` and `nvr-ingest` as real processes (ended only by pid, only
 //! the ones started here), and checking a stopped data dir against DESIGN.md's invariants.
 
+pub mod playback;
+pub mod rtsp;
+
 use std::io::BufRead;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
