@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use protocol::messages::MAX_END_REASON_BYTES;
 use protocol::source_url::redact;
 use protocol::{Clock, Duration, TIME_UNITS_PER_SEC};
 use retina::client::{
@@ -82,9 +83,6 @@ const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200
 
 /// Longest a wait for the camera goes without checking the stop flag.
 const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Longest end reason this module gives, in bytes: an error text from a camera can be long.
-const MAX_REASON_BYTES: usize = 200;
 
 /// How RTP packets travel (the URL's `transport`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -549,12 +547,12 @@ fn next_backoff(current: Option<std::time::Duration>) -> std::time::Duration {
     }
 }
 
-/// An end reason `prefix: error` on one line (retina's errors span several), at most
-/// [`MAX_REASON_BYTES`].
-fn reason(prefix: &str, e: &dyn fmt::Display) -> String {
+/// An end reason `prefix: error` on one line (retina's errors span several), cut to the
+/// syncer's [`MAX_END_REASON_BYTES`]: an error text from a camera can be long.
+pub fn reason(prefix: &str, e: &dyn fmt::Display) -> String {
     let mut r = one_line(&format!("{prefix}: {e}"));
-    if r.len() > MAX_REASON_BYTES {
-        let mut cut = MAX_REASON_BYTES;
+    if r.len() > MAX_END_REASON_BYTES {
+        let mut cut = MAX_END_REASON_BYTES;
         while !r.is_char_boundary(cut) {
             cut -= 1;
         }

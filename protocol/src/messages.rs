@@ -43,6 +43,8 @@ use serde::{Deserialize, Serialize};
 use crate::id::CompositeId;
 use crate::time::Time;
 
+/// Longest end reason an ingest may give a recording, in bytes (it is stored in every row).
+pub const MAX_END_REASON_BYTES: usize = 256;
 /// The version of the protocol these types define. Both ends of a connection must speak the
 /// same one: processes of one installation are always started from the same build, so a
 /// mismatch means a stale process (e.g. an ingest left running across an upgrade).
@@ -174,7 +176,8 @@ pub enum IngestRequest {
         /// The final time model.
         times: RecordingTimes,
         /// Why the recording ended (e.g. `drop` when the writer was dropped), shown by
-        /// `nvr recordings`; `None` if there is nothing to say.
+        /// `nvr recordings`; `None` if there is nothing to say. At most
+        /// [`MAX_END_REASON_BYTES`], one line without control characters.
         end_reason: Option<String>,
         /// blake3 of every byte the ingest wrote, a cross-check: the syncer hashes the file
         /// itself and rejects the recording on a mismatch.

@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 
 use protocol::CompositeId;
-use protocol::messages::{IngestReply, IngestRequest};
+use protocol::messages::{IngestReply, IngestRequest, MAX_END_REASON_BYTES};
 
 use crate::db::RecordingToInsert;
 use crate::durability::{PendingSave, SaveFailure};
@@ -168,6 +168,15 @@ impl IngestSession {
                 writer_blake3,
             } => {
                 self.check_growing(id)?;
+                if let Some(r) = &end_reason
+                    && (r.len() > MAX_END_REASON_BYTES || r.chars().any(char::is_control))
+                {
+                    return Err(self.reject(format!(
+                        "end reason of {id} is {} bytes or holds control characters (at most \
+                         {MAX_END_REASON_BYTES} bytes on one line)",
+                        r.len()
+                    )));
+                }
                 if let Some(c) = self.closing {
                     return Err(self.reject(format!(
                         "close of {id} while the close of {c} is still outstanding"

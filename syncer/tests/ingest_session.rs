@@ -3,7 +3,9 @@
 mod support;
 
 use protocol::CompositeId;
-use protocol::messages::{IngestReply, IngestRequest, RecordingTimes, SampleReport};
+use protocol::messages::{
+    IngestReply, IngestRequest, MAX_END_REASON_BYTES, RecordingTimes, SampleReport,
+};
 use support::*;
 use syncer::Syncer;
 use syncer::fs::DirFile;
@@ -193,4 +195,55 @@ fn sample_entries_per_connection_are_limited() {
     }
     let e = a.handle(&mut s, add_entry(200)).unwrap_err();
     assert!(e.to_string().contains("sample entries"), "{e}");
+}
+
+#[test]
+fn end_reasons_are_one_short_line() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    for (reason, ok) in [
+        ("x".repeat(MAX_END_REASON_BYTES + 1), false),
+        ("two\nlines".to_owned(), false),
+        ("x".repeat(MAX_END_REASON_BYTES), true),
+    ] {
+        let mut a = IngestSession::new(ids[0]);
+        let (id, mut w) = add_entry_and_open(&mut s, &mut a);
+        w.write(b"x").unwrap();
+        let IngestRequest::CloseRecording {
+            id,
+            samples,
+            last_sample_duration_90k,
+            times,
+            writer_blake3,
+            ..
+        } = close(id, b"x")
+        else {
+            unreachable!()
+        };
+        let request = IngestRequest::CloseRecording {
+            id,
+            samples,
+            last_sample_duration_90k,
+            times,
+            end_reason: Some(reason.clone()),
+            writer_blake3,
+        };
+        match a.handle(&mut s, request) {
+            Ok(Action::Save(p)) if ok => {
+                let result = p.run(&**s.dir());
+                a.saved(&mut s, id, result).unwrap();
+            }
+            Err(e) if !ok => {
+                assert!(e.to_string().contains("end reason"), "{e}");
+                // Refused, the recording is still the connection's, to salvage when it ends
+                // (nothing was reported, so there is nothing to keep).
+                assert_eq!(a.growing(), Some(id));
+                if let Some(p) = a.disconnected(&mut s, "ingest disconnected").unwrap() {
+                    let result = p.run(&**s.dir());
+                    s.finish_save(id, result).unwrap();
+                }
+            }
+            other => panic!("{reason:?}: {other:?}"),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ingest::client::Client;
-use ingest::rtsp::{Camera, Credentials, Event, RtspUrl};
+use ingest::rtsp::{self, Camera, Credentials, Event, RtspUrl};
 use ingest::source::{Source, SourceError};
 use ingest::writer::{
     DEFAULT_ACCEPT_TIMEOUT, LinkError, MAX_ROTATE_SEC, Writer, WriterConfig, WriterError,
@@ -206,7 +206,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             Err(e) if e.is_frame_refused() => match &mut input {
                 Input::Camera(camera) => {
                     // A camera's bad frame costs its session, not the process.
-                    let reason = format!("camera-bad-stream: {e}");
+                    let reason = rtsp::reason("camera-bad-stream", &e);
                     camera.end_session(&reason);
                     close(&mut writer, &reason)?;
                 }

@@ -63,7 +63,7 @@ fn backoff_doubles_up_to_its_cap() {
 #[test]
 fn long_reasons_are_cut_on_a_character_boundary() {
     let r = reason("camera-error", &"é".repeat(300));
-    assert!(r.len() <= MAX_REASON_BYTES && r.starts_with("camera-error: é"));
+    assert!(r.len() <= MAX_END_REASON_BYTES && r.starts_with("camera-error: é"));
     assert_eq!(
         reason("camera-error", &"first\n\nsecond\n"),
         "camera-error: first; second"
