@@ -63,12 +63,11 @@ use h264_reader::nal::pps::{PicParameterSet, PpsError};
 use h264_reader::nal::sps::{ChromaFormat, FrameMbsFlags, ProfileIdc, SeqParameterSet, SpsError};
 use h264_reader::rbsp::{BitRead, BitReader, BitReaderError, ByteReader};
 
-/// Largest frame (all of an access unit's NAL units with their length prefixes), in bytes.
-/// Equal to the syncer's largest accepted sample (`MAX_SAMPLE_BYTES` in its `limits` module),
-/// so an oversized frame is reported here, naming its position in the source, rather than as a
-/// rejected recording later. Repeated rather than imported because this crate must not depend
-/// on the syncer; it belongs in `protocol` once the wire limits move there.
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// Largest frame (all of an access unit's NAL units with their length prefixes), in bytes: the
+/// syncer's largest accepted sample ([`protocol::limits::MAX_SAMPLE_BYTES`]), so an oversized
+/// frame is reported here, naming its position in the source, rather than as a rejected
+/// recording later.
+pub const MAX_FRAME_BYTES: usize = protocol::limits::MAX_SAMPLE_BYTES as usize;
 
 /// Bytes of the big-endian length before each NAL unit of a [`Frame`] (`avcC`'s
 /// `lengthSizeMinusOne` is this minus one).

@@ -56,7 +56,7 @@
 //! Other reasons to close: the frame's sample entry differs from the recording's (allowed only
 //! on a key frame: the new recording must start decodable), and the syncer's limits, which a
 //! recording must never break: a frame that would take the media duration past
-//! [`MAX_MEDIA_DURATION_90K`] (no key frame for minutes, or a pts gap) closes the recording
+//! [`MEDIA_DURATION_CAP_90K`] (no key frame for minutes, or a pts gap) closes the recording
 //! without it, with a trailing zero, and ends the run; a frame that would exceed the samples
 //! or bytes of one recording rotates on that frame.
 //!
@@ -85,6 +85,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
+use protocol::limits::{
+    MAX_RECORDING_BYTES, MAX_SAMPLE_ENTRIES_PER_STREAM, MAX_SAMPLES_PER_RECORDING,
+    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K,
+};
 use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::{Clock, CompositeId, Duration, RetryStopped, TIME_UNITS_PER_SEC, Time, retry};
 use tracing::{debug, info, warn};
@@ -92,28 +96,11 @@ use tracing::{debug, info, warn};
 use crate::h264::{self, SampleEntry};
 use crate::source::Frame;
 
-/// Longest wall duration of a recording the syncer accepts, 90 kHz (5 minutes; the syncer's
-/// `limits::MAX_WALL_DURATION_90K`, repeated because this crate must not depend on the syncer).
-pub const MAX_WALL_DURATION_90K: i64 = 5 * 60 * TIME_UNITS_PER_SEC;
-
 /// Longest media duration the writer lets a recording reach, 90 kHz: the largest `m` with `m +
 /// m / 2000 <= MAX_WALL_DURATION_90K`, so that no 500 ppm correction can take the wall
-/// duration past the syncer's limit.
-pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K * 2000 / 2001;
-
-/// Shortest sample duration the syncer accepts, 90 kHz (but for a trailing zero).
-pub const MIN_SAMPLE_DURATION_90K: i64 = 90;
-
-/// Most samples of one recording the syncer accepts (its `limits::MAX_SAMPLES_PER_RECORDING`).
-pub const MAX_SAMPLES_PER_RECORDING: u32 = 5 * 60 * 240;
-
-/// Most bytes of one recording's sample file the syncer accepts (its
-/// `limits::MAX_RECORDING_BYTES`).
-pub const MAX_RECORDING_BYTES: u64 = 1 << 31;
-
-/// Most distinct sample entries one connection may add (the syncer's
-/// `ingest_session::MAX_SAMPLE_ENTRIES_PER_STREAM`).
-pub const MAX_SAMPLE_ENTRIES: usize = 16;
+/// duration past the syncer's limit (which allows media of [`protocol::limits::MAX_MEDIA_DURATION_90K`],
+/// a little more).
+pub const MEDIA_DURATION_CAP_90K: i64 = MAX_WALL_DURATION_90K * 2000 / 2001;
 
 /// Longest rotate interval, in seconds: it leaves 30 s of the 5-minute limit for the key frame
 /// that ends a recording to arrive.
@@ -278,7 +265,7 @@ pub enum WriterError {
     SampleEntryChangeNotOnKeyFrame { id: CompositeId, pts_90k: i64 },
 
     /// The stream used more distinct sample entries than a connection may add. Nothing changed.
-    #[error("more than {MAX_SAMPLE_ENTRIES} distinct sample entries on one connection")]
+    #[error("more than {MAX_SAMPLE_ENTRIES_PER_STREAM} distinct sample entries on one connection")]
     TooManySampleEntries,
 
     /// A rotate interval outside `1..=MAX_ROTATE_SEC`.
@@ -431,8 +418,8 @@ impl<F> Recording<F> {
     /// The time model for the samples through a media duration of `media_90k`.
     fn times(&self, media_90k: i64) -> RecordingTimes {
         assert!(
-            (0..=MAX_MEDIA_DURATION_90K).contains(&media_90k),
-            "recording {} media duration {media_90k} outside 0..={MAX_MEDIA_DURATION_90K}",
+            (0..=MEDIA_DURATION_CAP_90K).contains(&media_90k),
+            "recording {} media duration {media_90k} outside 0..={MEDIA_DURATION_CAP_90K}",
             self.id
         );
         let start = self.run_start.unwrap_or(self.local_start);
@@ -479,7 +466,7 @@ impl<F> Recording<F> {
         }
         let media_90k = self.media_90k() + duration_90k;
         let next = Some(pts_90k);
-        Ok(if media_90k > MAX_MEDIA_DURATION_90K {
+        Ok(if media_90k > MEDIA_DURATION_CAP_90K {
             Step::Close {
                 next_pts_90k: None,
                 reason: Some(end_reason::MAX_DURATION),
@@ -613,7 +600,7 @@ impl<L: SyncerLink> Writer<L> {
         {
             return Ok(*id);
         }
-        if self.entries.len() >= MAX_SAMPLE_ENTRIES {
+        if self.entries.len() >= MAX_SAMPLE_ENTRIES_PER_STREAM {
             return Err(WriterError::TooManySampleEntries);
         }
         let id = match self.link.add_sample_entry(entry) {

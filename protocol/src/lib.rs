@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod codec;
 pub mod id;
+pub mod limits;
 pub mod messages;
 pub mod retry;
 pub mod sample_index;

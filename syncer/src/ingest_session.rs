@@ -22,15 +22,11 @@ use protocol::messages::{IngestReply, IngestRequest, MAX_END_REASON_BYTES};
 
 use crate::db::RecordingToInsert;
 use crate::durability::{PendingSave, SaveFailure};
+pub use protocol::limits::{MAX_SAMPLE_ENTRIES_PER_STREAM, MAX_SAMPLE_ENTRY_BYTES};
+
 use crate::error::Error;
 use crate::fs::Dir;
 use crate::store::{CloseRequest, Syncer};
-
-/// Distinct video sample entries one connection may add.
-pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
-
-/// Largest sample entry box accepted, in bytes.
-pub const MAX_SAMPLE_ENTRY_BYTES: usize = 64 << 10;
 
 /// The syncer's state for one ingest connection.
 #[derive(Debug)]

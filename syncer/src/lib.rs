@@ -17,7 +17,9 @@ pub mod flush_plan;
 pub mod fs;
 pub mod ingest_session;
 pub mod layout;
-pub mod limits;
+/// The limits of the ingest protocol, which the syncer enforces (defined in `protocol`, which
+/// the ingest shares).
+pub use protocol::limits;
 pub mod meta;
 pub mod recovery;
 pub mod reported;

@@ -677,16 +677,16 @@ fn sample_entry_change_on_a_non_key_frame_is_refused() {
 #[test]
 fn too_many_sample_entries_are_refused() {
     let mut h = harness(0, 60);
-    for n in 0..=MAX_SAMPLE_ENTRIES as u16 {
+    for n in 0..=MAX_SAMPLE_ENTRIES_PER_STREAM as u16 {
         let pts = i64::from(n) * FRAME_90K;
         let result = h.writer.write(&frame(pts, true, at(pts), &other_entry(n)));
-        if usize::from(n) < MAX_SAMPLE_ENTRIES {
+        if usize::from(n) < MAX_SAMPLE_ENTRIES_PER_STREAM {
             result.unwrap();
         } else {
             assert!(matches!(result, Err(WriterError::TooManySampleEntries)));
         }
     }
-    assert_eq!(h.s().entries.len(), MAX_SAMPLE_ENTRIES);
+    assert_eq!(h.s().entries.len(), MAX_SAMPLE_ENTRIES_PER_STREAM);
 }
 
 // ---- closing -------------------------------------------------------------------------------
@@ -814,7 +814,7 @@ fn no_key_frame_within_the_maximum_duration_ends_the_run_with_a_trailing_zero() 
     // Frame 2999 (pts 26 991 000) would have taken the recording past the maximum.
     assert_eq!(first.reported.len(), 2999);
     assert_eq!(first.media_90k(), 2998 * frame_90k);
-    assert!(first.media_90k() <= MAX_MEDIA_DURATION_90K);
+    assert!(first.media_90k() <= MEDIA_DURATION_CAP_90K);
     assert_eq!(s.recs[1].run_offset, 0, "the run ended");
 }
 

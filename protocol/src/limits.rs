@@ -1,8 +1,10 @@
-//! Limits on everything a writer sends (DESIGN.md, failure handling). A report past any of them
-//! is rejected with an error naming the limit; the offending connection is dropped and nothing
-//! of any other stream is affected.
+//! Limits on everything a writer sends (DESIGN.md, failure handling): part of the contract
+//! between the ingest and the syncer, so both sides read them from here. The syncer rejects a
+//! request past any of them with an error naming the limit, drops the offending connection,
+//! and nothing of any other stream is affected; the ingest's writer keeps within them (it
+//! rotates or refuses a frame first), so that a well-behaved camera never meets a rejection.
 
-use protocol::TIME_UNITS_PER_SEC;
+use crate::time::TIME_UNITS_PER_SEC;
 
 /// Largest single sample (an encoded video frame), in bytes.
 pub const MAX_SAMPLE_BYTES: u32 = 16 << 20;
@@ -28,3 +30,9 @@ pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K + MAX_WALL_DURATIO
 /// Bytes a growing recording's file may hold beyond what its writer has reported, checked at
 /// each progress report: room for the sample being written, no more.
 pub const MAX_UNREPORTED_BYTES: u64 = 2 * MAX_SAMPLE_BYTES as u64;
+
+/// Distinct video sample entries one connection may add.
+pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
+
+/// Largest sample entry box accepted, in bytes.
+pub const MAX_SAMPLE_ENTRY_BYTES: usize = 64 << 10;
