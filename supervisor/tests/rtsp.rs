@@ -7,14 +7,12 @@
 //! `.ci/run` installs them.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use e2e::playback::{assert_plays, ffmpeg_installed};
 use e2e::rtsp::{RtspServer, clip_mp4, rtsp_server_available};
 use e2e::{pids_mentioning, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use protocol::Duration as Ticks;
 use syncer::db::RecordingRow;
 use syncer::layout::DataDir;
@@ -24,44 +22,6 @@ const FRAME_90K: i64 = 3_000;
 
 /// The password the server requires; it must never show on a command line.
 const PASSWORD: &str = "s3cret-pw";
-
-/// `nvr run` on a data dir, killed by pid on drop if still running.
-struct Nvr(Child);
-
-impl Nvr {
-    fn run(d: &DataDir) -> Nvr {
-        let child = Command::new(env!("CARGO_BIN_EXE_nvr"))
-            .arg("--data-dir")
-            .arg(&d.root)
-            .arg("run")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Nvr(child)
-    }
-
-    fn stop(&mut self) {
-        kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                assert!(s.success(), "nvr run exited with {s}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "nvr run did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Nvr {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// The committed recordings of `camera`, oldest first, as the running syncer reports them.
 fn committed(d: &DataDir, camera: &str) -> Vec<protocol::messages::RecordingSummary> {
@@ -159,7 +119,7 @@ fn records_a_real_rtsp_server_through_a_stall_and_a_restart_and_exports_playably
     e2e::init_data_dir(&d, &configs);
     let recording = ["tcp", "udp"];
 
-    let mut nvr = Nvr::run(&d);
+    let mut nvr = e2e::start_nvr_run(&d, &[]);
     wait_for_more(&d, &recording, 3, "three recordings from each camera");
     // Its command line names this test's server (by port) and the camera.
     let server_url = server.url();
@@ -199,7 +159,7 @@ fn records_a_real_rtsp_server_through_a_stall_and_a_restart_and_exports_playably
     // process keeps retrying with backoff.
     assert!(committed(&d, "refused").is_empty());
     assert_eq!(refused_pid(), Some(refused_ingest));
-    nvr.stop();
+    nvr.stop(Duration::from_secs(30));
     server.stop();
 
     assert_eq!(e2e::check(&d), Vec::<String>::new(), "nvr check");

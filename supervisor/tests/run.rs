@@ -3,8 +3,8 @@
 
 use e2e::{pids_mentioning, wait_until};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -45,46 +45,6 @@ fn setup(cameras: &[(&str, &str)]) -> (tempfile::TempDir, DataDir, String) {
     (tmp, d, needle)
 }
 
-struct Nvr(Child);
-
-impl Nvr {
-    fn run(d: &DataDir, extra: &[&str]) -> Nvr {
-        let child = Command::new(env!("CARGO_BIN_EXE_nvr"))
-            .arg("--data-dir")
-            .arg(&d.root)
-            .arg("run")
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Nvr(child)
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.0.id() as i32), sig).unwrap();
-    }
-
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "nvr run did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Nvr {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn committed(d: &DataDir) -> u64 {
     syncer::admin_client::AdminClient::connect(d)
         .and_then(|mut a| a.status())
@@ -102,7 +62,7 @@ fn syncer_pid(needle: &str) -> Option<i32> {
 #[test]
 fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
     let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2"), ("b", "file:{clip}?speed=2")]);
-    let mut nvr = Nvr::run(&d, &[]);
+    let mut nvr = e2e::start_nvr_run(&d, &[]);
     wait_until("recordings", Duration::from_secs(30), || committed(&d) >= 4);
     // Children are named for their role and camera.
     let procs = pids_mentioning(&needle);
@@ -138,7 +98,7 @@ fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
 #[test]
 fn a_killed_syncer_is_restarted_and_recording_resumes() {
     let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
-    let mut nvr = Nvr::run(&d, &["--min-free", "1MiB"]);
+    let mut nvr = e2e::start_nvr_run(&d, &["--min-free", "1MiB"]);
     wait_until("a recording", Duration::from_secs(30), || {
         committed(&d) >= 1
     });
@@ -168,7 +128,7 @@ fn a_killed_syncer_is_restarted_and_recording_resumes() {
 #[test]
 fn no_child_outlives_a_killed_supervisor() {
     let (_tmp, d, needle) = setup(&[("a", "file:{clip}"), ("b", "file:{clip}")]);
-    let nvr = Nvr::run(&d, &[]);
+    let nvr = e2e::start_nvr_run(&d, &[]);
     wait_until("three children", Duration::from_secs(30), || {
         pids_mentioning(&needle).len() >= 3
     });
@@ -177,7 +137,7 @@ fn no_child_outlives_a_killed_supervisor() {
         pids_mentioning(&needle).is_empty()
     });
     // The data dir's lock was released with the syncer: a new run starts.
-    let mut again = Nvr::run(&d, &[]);
+    let mut again = e2e::start_nvr_run(&d, &[]);
     wait_until("a new syncer", Duration::from_secs(30), || {
         syncer_pid(&needle).is_some()
     });
@@ -189,7 +149,7 @@ fn no_child_outlives_a_killed_supervisor() {
 fn a_camera_with_a_missing_source_fails_alone() {
     let missing = "file:/nonexistent/nvr-test-clip.h264";
     let (_tmp, d, _needle) = setup(&[("good", "file:{clip}?speed=2"), ("bad", missing)]);
-    let mut nvr = Nvr::run(&d, &["--max-restarts", "2", "--restart-backoff-ms", "100"]);
+    let mut nvr = e2e::start_nvr_run(&d, &["--max-restarts", "2", "--restart-backoff-ms", "100"]);
     wait_until("bad to be marked failed", Duration::from_secs(30), || {
         SupervisorState::read(&d).is_some_and(|s| {
             s.cameras
@@ -274,7 +234,7 @@ fn hardened_mode_runs_ingests_as_another_uid() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut nvr = Nvr::run(&d, &["--ingest-user", "nobody"]);
+    let mut nvr = e2e::start_nvr_run(&d, &["--ingest-user", "nobody"]);
     wait_until("a recording", Duration::from_secs(30), || {
         committed(&d) >= 1
     });

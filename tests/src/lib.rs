@@ -107,6 +107,17 @@ impl Proc {
         }
     }
 
+    /// Sends SIGTERM and waits at most `timeout` for a successful exit (panics otherwise).
+    pub fn stop(&mut self, timeout: Duration) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait(timeout);
+        assert!(
+            status.success(),
+            "{} exited with {status} on SIGTERM",
+            self.name
+        );
+    }
+
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")
     }
@@ -202,6 +213,23 @@ pub fn start_ingest(d: &DataDir, camera: &str, source: &str, extra: &[&str]) -> 
     Proc {
         child,
         name: format!("nvr-ingest {camera}"),
+    }
+}
+
+/// Starts `nvr run` (the supervisor) on `d` with extra arguments; its children's output goes
+/// to this process's stderr.
+pub fn start_nvr_run(d: &DataDir, extra: &[&str]) -> Proc {
+    let child = Command::new(binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .arg("run")
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn nvr run");
+    Proc {
+        child,
+        name: "nvr run".into(),
     }
 }
 

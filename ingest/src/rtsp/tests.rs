@@ -70,6 +70,18 @@ fn long_reasons_are_cut_on_a_character_boundary() {
     );
 }
 
+/// A camera at `rtsp://127.0.0.1:PORT/x` whose stop flag is set after `after`.
+fn camera_stopped_after(port: u16, after: std::time::Duration) -> Camera {
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = RtspUrl::parse(&format!("rtsp://127.0.0.1:{port}/x")).unwrap();
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        flag.store(true, Ordering::SeqCst);
+    });
+    Camera::new(url, None, Arc::new(protocol::RealClock), stop).unwrap()
+}
+
 /// A camera nobody answers: connecting fails (refused), the camera backs off, and the stop
 /// flag ends `next_event` promptly even during the backoff.
 #[test]
@@ -77,18 +89,10 @@ fn a_refused_connect_backs_off_and_stops_promptly() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener); // nothing listens: connects are refused
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = RtspUrl::parse(&format!("rtsp://127.0.0.1:{port}/x")).unwrap();
-    let mut cam = Camera::new(url, None, Arc::new(protocol::RealClock), stop.clone()).unwrap();
-    let flag = stop.clone();
-    let setter = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        flag.store(true, Ordering::SeqCst);
-    });
+    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(1500));
     let t0 = Instant::now();
     assert!(cam.next_event().is_none());
     let took = t0.elapsed();
-    setter.join().unwrap();
     assert!(cam.failures >= 2, "failures {}", cam.failures);
     assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
 }
@@ -111,16 +115,8 @@ fn a_camera_answering_garbage_is_retried_not_fatal() {
             let _ = conn.write_all(b"RTSP/1.0 200 OK\r\nCSeq: banana\r\n\r\n\x00\xff garbage");
         }
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let url = RtspUrl::parse(&format!("rtsp://127.0.0.1:{port}/x")).unwrap();
-    let mut cam = Camera::new(url, None, Arc::new(protocol::RealClock), stop.clone()).unwrap();
-    let flag = stop.clone();
-    let setter = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        flag.store(true, Ordering::SeqCst);
-    });
+    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(1500));
     assert!(cam.next_event().is_none());
-    setter.join().unwrap();
     assert!(cam.failures >= 2, "failures {}", cam.failures);
     assert!(accepted.load(Ordering::SeqCst) >= 2);
     assert!(cam.session.is_none());
