@@ -413,6 +413,21 @@ impl Database {
         Ok(())
     }
 
+    /// Caps the database at `pages` pages of this connection (`PRAGMA max_page_count`; not
+    /// stored in the file, never below its current size) and returns the cap SQLite applied. A
+    /// transaction that would grow past it fails with `SQLITE_FULL` ([`DbError::is_full`]),
+    /// exactly as on a full disk: the tests fill the database this way while recording.
+    pub fn set_max_page_count(&self, pages: u32) -> Result<u32, DbError> {
+        Ok(self
+            .conn
+            .pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?)
+    }
+
+    /// The database's size in pages (`PRAGMA page_count`).
+    pub fn page_count(&self) -> Result<u32, DbError> {
+        Ok(self.conn.query_row("pragma page_count", [], |r| r.get(0))?)
+    }
+
     pub fn set_commit_hook(&mut self, hook: Option<CommitHook>) {
         self.commit_hook = hook;
     }
@@ -730,9 +745,43 @@ impl Database {
     }
 
     /// Applies one flush as a single transaction. Nothing changes unless it all commits.
+    /// Deletions of recordings committed earlier run before the inserts, so that on a full
+    /// database (`SQLITE_FULL`) the inserts reuse the pages they free.
     pub fn commit_batch(&mut self, b: &FlushBatch) -> Result<(), DbError> {
         self.transact(|tx| {
             {
+                let mut del_index =
+                    tx.prepare_cached("delete from recording_playback where composite_id = ?")?;
+                let mut del = tx.prepare_cached("delete from recording where composite_id = ?")?;
+                let mut add_garbage =
+                    tx.prepare_cached("insert into garbage (composite_id) values (?)")?;
+                let mut delete = |id: CompositeId| -> Result<(), DbError> {
+                    del_index.execute([id.0])?;
+                    if del.execute([id.0])? != 1 {
+                        return Err(DbError::Corrupt(format!(
+                            "recording {id} to delete is not in the database"
+                        )));
+                    }
+                    add_garbage.execute([id.0])?;
+                    Ok(())
+                };
+                let inserted: std::collections::HashSet<CompositeId> =
+                    b.inserts.iter().map(|r| r.row.id).collect();
+                let (deleted_now, deleted_after_insert): (Vec<CompositeId>, Vec<CompositeId>) =
+                    b.deletions.iter().partition(|id| !inserted.contains(id));
+                for id in deleted_now {
+                    delete(id)?;
+                }
+                let mut add_new_garbage =
+                    tx.prepare_cached("insert into garbage (composite_id) values (?)")?;
+                for &id in &b.new_garbage {
+                    add_new_garbage.execute([id.0])?;
+                }
+                let mut rm_garbage =
+                    tx.prepare_cached("delete from garbage where composite_id = ?")?;
+                for &id in &b.garbage_removed {
+                    rm_garbage.execute([id.0])?;
+                }
                 let mut ins = tx.prepare_cached(
                     "insert into recording (composite_id, stream_id, open_id, run_offset, flags,
                          sample_file_bytes, start_time_90k, wall_duration_90k, media_duration_90k,
@@ -764,27 +813,8 @@ impl Database {
                     ])?;
                     ins_index.execute(params![row.id.0, r.video_index])?;
                 }
-                let mut del_index =
-                    tx.prepare_cached("delete from recording_playback where composite_id = ?")?;
-                let mut del = tx.prepare_cached("delete from recording where composite_id = ?")?;
-                let mut add_garbage =
-                    tx.prepare_cached("insert into garbage (composite_id) values (?)")?;
-                for &id in &b.deletions {
-                    del_index.execute([id.0])?;
-                    if del.execute([id.0])? != 1 {
-                        return Err(DbError::Corrupt(format!(
-                            "recording {id} to delete is not in the database"
-                        )));
-                    }
-                    add_garbage.execute([id.0])?;
-                }
-                for &id in &b.new_garbage {
-                    add_garbage.execute([id.0])?;
-                }
-                let mut rm_garbage =
-                    tx.prepare_cached("delete from garbage where composite_id = ?")?;
-                for &id in &b.garbage_removed {
-                    rm_garbage.execute([id.0])?;
+                for id in deleted_after_insert {
+                    delete(id)?;
                 }
                 let mut next = tx.prepare_cached(
                     "update stream set cum_recordings = ?2

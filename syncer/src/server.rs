@@ -43,7 +43,7 @@ use tracing::{debug, error, info, warn};
 use crate::db::{Database, RecordingToInsert, StreamConfig, StreamRow};
 use crate::durability::{PendingSave, SaveFailure};
 use crate::error::Error;
-use crate::fs::RealDir;
+use crate::fs::{Dir, RealDir};
 use crate::ingest_session::{Action, IngestSession};
 use crate::layout::DataDir;
 use crate::store::{Committed, Syncer, SyncerOptions};
@@ -134,16 +134,59 @@ struct PendingRemoval {
     reply: AdminAnswer,
 }
 
-struct Job {
+struct Job<F> {
     conn: ConnId,
     salvage: bool,
-    pending: PendingSave<std::fs::File>,
+    pending: PendingSave<F>,
 }
 
 /// Runs the daemon on `data_dir` until a graceful stop completes (`Ok`) or a fatal error.
 /// `ready` is called once recovery is done and the admin socket listens.
 pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Result<(), Error> {
-    let dir = Arc::new(data_dir.lock_sample_dir()?);
+    serve_with(data_dir, opts, Seams::default(), ready)
+}
+
+/// The seams of [`serve_with`]: how the daemon reaches its sample dir and its database. The
+/// binary uses the defaults (the locked dir itself, the database as opened); the daemon-level
+/// fault tests wrap the dir in a fault-injecting [`Dir`] and set a commit hook or a page limit
+/// on the database, so that the real server loop, sockets and ingest clients meet the faults.
+pub struct Seams<W, P> {
+    /// Wraps the locked sample dir (the lock stays held while the result lives); every
+    /// sample-dir operation of the daemon then goes through the result.
+    pub wrap_dir: W,
+    /// Called on the database once opened, before recovery.
+    pub prepare_db: P,
+}
+
+/// The defaults: the real dir, the database untouched.
+pub type DefaultSeams = Seams<fn(RealDir) -> RealDir, fn(&mut Database) -> Result<(), Error>>;
+
+impl Default for DefaultSeams {
+    fn default() -> Self {
+        Seams {
+            wrap_dir: |d| d,
+            prepare_db: |_| Ok(()),
+        }
+    }
+}
+
+/// [`serve`] through `seams`. The wrapped dir's files must turn into descriptors (the
+/// writer's one is handed to the ingest over the socket). Like [`serve`], it assumes the
+/// process ends when it returns: the admin accept loop and the signal watcher are not joined
+/// (a test serving in-process leaves them idle; its stream workers end within moments).
+pub fn serve_with<D, W, P>(
+    data_dir: &DataDir,
+    opts: ServeOptions,
+    seams: Seams<W, P>,
+    ready: impl FnOnce(),
+) -> Result<(), Error>
+where
+    D: Dir,
+    D::File: Into<OwnedFd>,
+    W: FnOnce(RealDir) -> D,
+    P: FnOnce(&mut Database) -> Result<(), Error>,
+{
+    let dir = Arc::new((seams.wrap_dir)(data_dir.lock_sample_dir()?));
     // Startup never fails only because the disk is full: make room for the database first.
     let low = opts.syncer.reserve_bytes.max(1 << 20);
     match crate::reserve::release_if_low(&*dir, low) {
@@ -151,7 +194,8 @@ pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Re
         Ok(false) => {}
         Err(e) => warn!(error = %e, "cannot check free space at startup"),
     }
-    let db = Database::open(&data_dir.db_path())?;
+    let mut db = Database::open(&data_dir.db_path())?;
+    (seams.prepare_db)(&mut db)?;
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
     let (syncer, report) = Syncer::start(dir.clone(), db, clock.clone(), opts.syncer.clone())?;
     info!(
@@ -221,15 +265,15 @@ enum Stopping {
     Draining,
 }
 
-struct Core {
+struct Core<D: Dir> {
     /// The clock the syncer plans flushes with.
     clock: Arc<dyn Clock>,
-    syncer: Syncer<RealDir>,
-    dir: Arc<RealDir>,
+    syncer: Syncer<D>,
+    dir: Arc<D>,
     tx: Sender<Event>,
     conns: HashMap<ConnId, Connection>,
     by_stream: HashMap<i32, ConnId>,
-    workers: HashMap<i32, Sender<Job>>,
+    workers: HashMap<i32, Sender<Job<D::File>>>,
     next_conn: ConnId,
     jobs_in_flight: usize,
     stop: Option<Stopping>,
@@ -238,7 +282,10 @@ struct Core {
     removals: Vec<PendingRemoval>,
 }
 
-impl Core {
+impl<D: Dir> Core<D>
+where
+    D::File: Into<OwnedFd>,
+{
     fn run(&mut self, rx: Receiver<Event>) -> Result<(), Error> {
         loop {
             let timeout = match self.syncer.next_deadline() {
@@ -417,7 +464,7 @@ impl Core {
         match c.session.handle(&mut self.syncer, req) {
             Ok(Action::Reply(reply)) => self.send(conn, reply, None),
             Ok(Action::Opened(id, file)) => {
-                self.send(conn, IngestReply::Opened { id }, Some(OwnedFd::from(file)))
+                self.send(conn, IngestReply::Opened { id }, Some(file.into()))
             }
             Ok(Action::Save(pending)) => self.dispatch(conn, false, pending),
             Ok(Action::Nothing) => {}
@@ -455,6 +502,10 @@ impl Core {
                 None,
             ),
             Err(e) if !salvage => self.refuse(conn, e.to_string()),
+            // A failed save was logged once, with its context, by `finish_save`.
+            Err(e @ (Error::SyncFailed { .. } | Error::Io { .. } | Error::Rejected { .. })) => {
+                debug!(recording = %id, error = %e, "salvage failed; recording discarded")
+            }
             Err(e) => warn!(recording = %id, error = %e, "salvage failed; recording discarded"),
         }
         Ok(())
@@ -518,10 +569,10 @@ impl Core {
     }
 
     /// Hands durability work to the stream's worker, starting it on first use.
-    fn dispatch(&mut self, conn: ConnId, salvage: bool, pending: PendingSave<std::fs::File>) {
+    fn dispatch(&mut self, conn: ConnId, salvage: bool, pending: PendingSave<D::File>) {
         let stream = pending.id().stream();
         let worker = self.workers.entry(stream).or_insert_with(|| {
-            let (jtx, jrx) = mpsc::channel::<Job>();
+            let (jtx, jrx) = mpsc::channel::<Job<D::File>>();
             let dir = self.dir.clone();
             let tx = self.tx.clone();
             spawn_named(&format!("stream-{stream}"), move || {

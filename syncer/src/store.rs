@@ -899,6 +899,8 @@ impl<D: Dir> Syncer<D> {
                 let delay = if full && self.reserve_present {
                     self.release_reserve();
                     Duration(0)
+                } else if full && self.shed_oldest_for_db() {
+                    Duration(0)
                 } else {
                     self.options.flush_retry_delay
                 };
@@ -1114,6 +1116,66 @@ impl<D: Dir> Syncer<D> {
         self.collect_garbage()
     }
 
+    /// The database cannot grow (`SQLITE_FULL`) although the reserve file is gone: its file
+    /// system is full for other reasons, or the database hit its own cap (`max_page_count`).
+    /// Like [`Syncer::ensure_free_space`] for sample files, the stream with the most committed
+    /// recordings gives up its oldest ones beyond its quota, as many as the failed flush would
+    /// insert (at least one), so each retry deletes at least as many rows as it adds and the
+    /// retries soon free whole pages. Returns false when nothing committed is left to give up.
+    fn shed_oldest_for_db(&mut self) -> bool {
+        let inserts = self
+            .streams
+            .values()
+            .flat_map(|s| s.inflight.values())
+            .filter(|f| matches!(f, InFlight::Synced(_)))
+            .count();
+        let mut shed = 0;
+        while shed < inserts.max(1) {
+            let Some(s) = self
+                .streams
+                .values_mut()
+                .filter(|s| !s.committed.is_empty())
+                .max_by_key(|s| s.committed.len())
+            else {
+                break;
+            };
+            let r = s.committed.pop_front().expect("filtered on non-empty");
+            s.to_delete.push(r);
+            shed += 1;
+        }
+        if shed == 0 {
+            warn!("database full and nothing committed left to delete");
+            return false;
+        }
+        warn!(
+            deleting = shed,
+            "database full: deleting the oldest recordings beyond their quotas"
+        );
+        true
+    }
+
+    /// [`Syncer::flush`], tried again at once while the database is full and the reserve file
+    /// or the oldest recordings can make room ([`Syncer::shed_oldest_for_db`]): for the last
+    /// flush of a graceful stop, which has no later retry.
+    fn flush_making_room(&mut self, reason: &str) -> Result<Vec<Committed>, Error> {
+        loop {
+            match self.flush(reason) {
+                Err(Error::Db(e)) if e.is_full() => {
+                    let room = if self.reserve_present {
+                        self.release_reserve();
+                        !self.reserve_present
+                    } else {
+                        self.shed_oldest_for_db()
+                    };
+                    if !room {
+                        return Err(Error::Db(e));
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Garbage rows whose unlink is durable and which the next flush forgets.
     pub fn garbage_pending_removal(&self) -> usize {
         self.garbage_unlinked.len()
@@ -1164,7 +1226,7 @@ impl<D: Dir> Syncer<D> {
                 warn!(recording = %id, error = %e, "salvage at shutdown failed");
             }
         }
-        let mut out = self.flush("shutdown")?;
+        let mut out = self.flush_making_room("shutdown")?;
         // One attempt at each garbage file (the stop flag ends retries at once); what is left
         // stays garbage in the database and the next start collects it.
         match self.collect_garbage() {

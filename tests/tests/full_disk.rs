@@ -1,9 +1,13 @@
 //! A real small file system: recording keeps going on a disk far smaller than the quotas, and
 //! startup never fails because the disk is full.
 //!
-//! Mounts a 6 MiB tmpfs, which needs root; elsewhere the test says SKIPPED loudly and passes.
+//! Mounts a 6 MiB tmpfs. As root it does so directly; otherwise it re-runs itself inside
+//! `unshare -Urm` (a new user namespace, mapped to root, with its own mount namespace, where an
+//! unprivileged user may mount a tmpfs). Only where neither works does the test say SKIPPED
+//! loudly and pass.
 
 use std::io::Write;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
@@ -32,12 +36,63 @@ fn observe(d: &DataDir, seen: &mut [i32; 2]) {
     }
 }
 
+/// Set in the environment of the copy of this test that runs inside `unshare -Urm`.
+const IN_NAMESPACE_ENV: &str = "NVR_FULL_DISK_IN_USER_NAMESPACE";
+
+/// This test's name, as `--exact` wants it.
+const TEST_NAME: &str = "recording_goes_on_when_the_disk_is_smaller_than_the_quotas";
+
 #[test]
 fn recording_goes_on_when_the_disk_is_smaller_than_the_quotas() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: mounting a small tmpfs needs root; the full-disk test did not run");
+        assert!(
+            std::env::var_os(IN_NAMESPACE_ENV).is_none(),
+            "inside `unshare -Urm` but not root: the uid map did not apply"
+        );
+        rerun_in_user_namespace();
         return;
     }
+    full_disk_body();
+}
+
+/// Runs this test again, as root of a new user and mount namespace, and fails if that copy
+/// fails. Skips loudly (passing) when unprivileged user namespaces are not available here.
+fn rerun_in_user_namespace() {
+    match Command::new("unshare").args(["-Urm", "true"]).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "SKIPPED: not root, and `unshare -Urm` fails here ({}: {}); \
+                 the full-disk test did not run",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: not root, and `unshare` cannot be run ({e}); the full-disk test did \
+                 not run"
+            );
+            return;
+        }
+    }
+    eprintln!("not root: running the full-disk test inside `unshare -Urm`");
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("unshare")
+        .arg("-Urm")
+        .arg(exe)
+        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+        .env(IN_NAMESPACE_ENV, "1")
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the full-disk test failed inside `unshare -Urm`: {status}"
+    );
+}
+
+fn full_disk_body() {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
