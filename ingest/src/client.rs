@@ -4,8 +4,8 @@
 //!
 //! # Threads
 //!
-//! The syncer may push frames at any time (`Committed`, a late `Accepted`, an `Error` before it
-//! drops the connection), so a reader thread receives every frame, with its descriptor if it
+//! The syncer may push frames at any time (`Committed`, a late `Accepted` or `CloseFailed`, an
+//! `Error` before it drops the connection), so a reader thread receives every frame, with its descriptor if it
 //! has one, and queues it; the writer's thread, the only one that sends, takes frames from the
 //! queue when it waits for an answer and drains it before each request. A lost connection is
 //! therefore noticed at the next request (at most a progress interval later while frames flow).
@@ -13,12 +13,14 @@
 //! # Pairing answers with requests
 //!
 //! `AddSampleEntry` and `OpenRecording` are answered at once, in order, so the client waits
-//! for the answer right after sending them; `Committed` and `Accepted` arriving meanwhile are
-//! taken in passing. A descriptor is accepted only with `Opened`; anything else carrying one,
-//! and any answer nobody asked for, is a [`LinkError::Protocol`] violation. An `Error` marked
-//! fatal means the syncer drops the connection: [`LinkError::Lost`]. A non-fatal `Error`
-//! refuses the request waiting for its answer, or, when none is, the outstanding close
-//! ([`LinkError::Refused`]); with neither, it is only logged.
+//! for the answer right after sending them; `Committed`, `Accepted` and `CloseFailed` arriving
+//! meanwhile are taken in passing, each naming its recording, so none can be mistaken for the
+//! answer to another request. `CloseFailed` (the recording's fsync failed; the syncer discards
+//! it) ends the outstanding close like `Accepted` does, and is logged: the connection and the
+//! growing recording go on, since only that recording is lost (DESIGN.md, failure handling). A
+//! descriptor is accepted only with `Opened`; anything else carrying one, and any answer nobody
+//! asked for, is a [`LinkError::Protocol`] violation. An `Error` means the syncer drops the
+//! connection: [`LinkError::Lost`].
 
 use std::fs::File;
 use std::net::Shutdown;
@@ -155,8 +157,8 @@ impl Client {
         }
     }
 
-    /// Takes in a frame: pushed notices (`Committed`, `Accepted`) and fatal errors are handled
-    /// here; anything else is returned for the caller to pair with its request.
+    /// Takes in a frame: pushed notices (`Committed`, `Accepted`, `CloseFailed`) and errors
+    /// are handled here; anything else is returned for the caller to pair with its request.
     fn take(
         &mut self,
         frame: Incoming,
@@ -183,10 +185,20 @@ impl Client {
                 self.closing = None;
                 Ok(None)
             }
-            IngestReply::Error {
-                message,
-                fatal: true,
-            } => Err(self.lose(format!("the syncer reported a fatal error: {message}"))),
+            IngestReply::CloseFailed { id, message } => {
+                if self.closing != Some(id) {
+                    return Err(self.violation(format!(
+                        "close of recording {id} failed, but the outstanding close is {:?}",
+                        self.closing
+                    )));
+                }
+                warn!(recording = %id, %message, "the syncer could not make the recording durable; it is discarded");
+                self.closing = None;
+                Ok(None)
+            }
+            IngestReply::Error { message } => {
+                Err(self.lose(format!("the syncer refused a request: {message}")))
+            }
             other => Ok(Some((other, fd))),
         }
     }
@@ -201,30 +213,11 @@ impl Client {
     /// Handles whatever has arrived, without waiting.
     fn poll(&mut self) -> Result<(), LinkError> {
         while let Some(frame) = self.recv(Some(Instant::now()))? {
-            match self.take(frame)? {
-                None => {}
-                Some((IngestReply::Error { message, .. }, _)) => self.refusal_unasked(message)?,
-                Some((other, _)) => {
-                    return Err(self.violation(format!("{other:?} answers no request")));
-                }
+            if let Some((other, _)) = self.take(frame)? {
+                return Err(self.violation(format!("{other:?} answers no request")));
             }
         }
         Ok(())
-    }
-
-    /// A non-fatal error while no request waits for its answer: it refuses the outstanding
-    /// close if there is one.
-    fn refusal_unasked(&mut self, message: String) -> Result<(), LinkError> {
-        match self.closing.take() {
-            Some(id) => {
-                warn!(recording = %id, %message, "the syncer refused the close");
-                Err(LinkError::Refused { message })
-            }
-            None => {
-                warn!(%message, "the syncer reported a non-fatal error");
-                Ok(())
-            }
-        }
     }
 
     /// Sends `req` and waits for its answer.
@@ -234,13 +227,7 @@ impl Client {
         loop {
             let frame = self.recv(None)?.expect("recv without a deadline waits");
             if let Some(answer) = self.take(frame)? {
-                return match answer {
-                    (IngestReply::Error { message, .. }, _) => {
-                        warn!(%message, "the syncer refused the request");
-                        Err(LinkError::Refused { message })
-                    }
-                    answer => Ok(answer),
-                };
+                return Ok(answer);
             }
         }
     }
@@ -344,12 +331,8 @@ impl SyncerLink for Client {
                     waited: timeout,
                 });
             };
-            match self.take(frame)? {
-                None => {}
-                Some((IngestReply::Error { message, .. }, _)) => self.refusal_unasked(message)?,
-                Some((other, _)) => {
-                    return Err(self.violation(format!("{other:?} answers no request")));
-                }
+            if let Some((other, _)) = self.take(frame)? {
+                return Err(self.violation(format!("{other:?} answers no request")));
             }
         }
         Ok(())

@@ -194,8 +194,9 @@ pub struct Close {
 /// Why the syncer side of the connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    /// The connection failed or ended (socket error, end of file, bad frame, or an error the
-    /// syncer marked fatal). The supervisor restarts the ingest with a fresh connection.
+    /// The connection failed or ended (socket error, end of file, bad frame, or an error from
+    /// the syncer, which then drops the connection). The supervisor restarts the ingest with
+    /// a fresh connection.
     #[error("syncer connection lost: {reason}")]
     Lost { reason: String },
 
@@ -203,10 +204,6 @@ pub enum LinkError {
     /// would not help).
     #[error("handshake with the syncer failed: {0}")]
     Handshake(#[source] protocol::WireError),
-
-    /// The syncer refused a request without closing the connection.
-    #[error("the syncer refused the request: {message}")]
-    Refused { message: String },
 
     /// The syncer sent something the conversation does not allow at that point.
     #[error("protocol violation by the syncer: {what}")]

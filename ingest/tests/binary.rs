@@ -193,7 +193,6 @@ fn a_fatal_error_from_the_syncer_is_connection_lost() {
         let _: IngestRequest = c.recv().unwrap();
         c.send(&IngestReply::Error {
             message: "too many sample entries".to_owned(),
-            fatal: true,
         })
         .unwrap();
         c

@@ -217,14 +217,23 @@ pub enum IngestReply {
         ids: Vec<CompositeId>,
     },
 
-    /// The request was refused.
+    /// Pushed instead of [`IngestReply::Accepted`] when a close could not be made durable
+    /// (its file's fsync failed, and Linux has dropped the data): the recording is discarded,
+    /// never committed (end reason `io-error`). Not the ingest's fault: the connection goes on,
+    /// and so does the recording that is growing meanwhile.
+    CloseFailed {
+        /// The recording whose close failed.
+        id: CompositeId,
+        /// What failed, naming the file.
+        message: String,
+    },
+
+    /// The request was refused, and the syncer closes the connection after this reply: the
+    /// ingest exits and the supervisor restarts it with a fresh connection (its growing
+    /// recording is salvaged to what it reported).
     Error {
         /// What was wrong, naming the object (recording id, limit) and what was expected.
         message: String,
-        /// Whether the syncer closes the connection after this reply; the ingest then exits
-        /// and the supervisor restarts it with a fresh connection. If `false`, only the
-        /// request was refused.
-        fatal: bool,
     },
 }
 

@@ -457,7 +457,10 @@ mod tests {
             },
             IngestReply::Error {
                 message: "recording 0000000200000029 is not growing".to_owned(),
-                fatal: true,
+            },
+            IngestReply::CloseFailed {
+                id,
+                message: "fsync of 0000000200000029 failed".to_owned(),
             },
         ] {
             assert_round_trips(reply);

@@ -495,9 +495,9 @@ where
             // Not the ingest's fault: it may go on with its next recording.
             Err(e @ Error::SyncFailed { .. }) if !salvage => self.send(
                 conn,
-                IngestReply::Error {
+                IngestReply::CloseFailed {
+                    id,
                     message: e.to_string(),
-                    fatal: false,
                 },
                 None,
             ),
@@ -518,7 +518,6 @@ where
             conn,
             IngestReply::Error {
                 message: message.clone(),
-                fatal: true,
             },
             None,
         );

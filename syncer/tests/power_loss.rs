@@ -181,10 +181,10 @@ fn lost(reason: impl Into<String>) -> LinkError {
     }
 }
 
-fn refused(e: Error) -> LinkError {
-    LinkError::Refused {
-        message: e.to_string(),
-    }
+/// A syncer error ends the connection (the daemon drops it, or, for a failed save, the crash
+/// point being explored stops the workload anyway).
+fn failed(e: Error) -> LinkError {
+    lost(format!("the syncer failed: {e}"))
 }
 
 impl Link {
@@ -226,7 +226,7 @@ impl Link {
 
     /// Kills the ingest as armed and fails the writer's call.
     fn die_as_armed(&self) -> Result<(), LinkError> {
-        self.kill("killed as armed").map_err(refused)?;
+        self.kill("killed as armed").map_err(failed)?;
         self.0.borrow_mut().state = ConnState::DiedAsArmed;
         Err(lost("killed"))
     }
@@ -259,7 +259,7 @@ impl Link {
         let result = c.session.handle(&mut *c.core.borrow_mut(), req);
         result.map_err(|e| match c.kill(&format!("bad request: {e}")) {
             Ok(()) => lost(format!("the syncer dropped the connection: {e}")),
-            Err(salvage) => refused(salvage),
+            Err(salvage) => failed(salvage),
         })
     }
 }
@@ -275,7 +275,7 @@ impl Conn {
         match self.session.saved(&mut *self.core.borrow_mut(), id, result) {
             Ok(IngestReply::Accepted { .. }) => Ok(()),
             Ok(other) => unreachable!("saved answers Accepted, not {other:?}"),
-            Err(e) => Err(refused(e)),
+            Err(e) => Err(failed(e)),
         }
     }
 

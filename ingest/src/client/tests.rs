@@ -230,7 +230,6 @@ fn a_fatal_error_is_a_lost_connection_and_stays_one() {
         let _: IngestRequest = c.recv().unwrap();
         c.send(&IngestReply::Error {
             message: "sample entry too large".to_owned(),
-            fatal: true,
         })
         .unwrap();
         c
@@ -310,27 +309,31 @@ fn opened_without_a_descriptor_or_for_another_stream_is_a_protocol_violation() {
     }
 }
 
+/// A close whose fsync failed ends the outstanding close, whenever it arrives (here while the
+/// client waits for the answer to its next request, which it must not be taken for): the
+/// connection goes on.
 #[test]
-fn a_non_fatal_error_refuses_only_the_request() {
+fn a_failed_close_is_taken_in_passing_and_the_connection_goes_on() {
     let (conn, syncer) = with_syncer(|mut c| {
         handshake(&mut c, PROTOCOL_VERSION);
-        let _: IngestRequest = c.recv().unwrap();
-        c.send(&IngestReply::Error {
-            message: "shutting down".to_owned(),
-            fatal: false,
+        let IngestRequest::CloseRecording { id, .. } = c.recv().unwrap() else {
+            panic!("expected the close");
+        };
+        let _: IngestRequest = c.recv().unwrap(); // the next request
+        c.send(&IngestReply::CloseFailed {
+            id,
+            message: "fsync failed".to_owned(),
         })
         .unwrap();
-        let _: IngestRequest = c.recv().unwrap();
         c.send(&IngestReply::SampleEntry { id: 4 }).unwrap();
         c
     });
     let mut client = connect(conn);
-    let err = client.open(0, 1).err().unwrap();
-    assert!(
-        matches!(&err, LinkError::Refused { message } if message == "shutting down"),
-        "{err}"
-    );
+    let id = CompositeId::new(1, 7);
+    client.close(close_of(id)).unwrap();
     assert_eq!(client.add_sample_entry(&entry()).unwrap(), 4);
+    // The close is over: nothing left to wait for.
+    client.wait_accepted(id, std::time::Duration::ZERO).unwrap();
     drop(syncer.join().unwrap());
 }
 
