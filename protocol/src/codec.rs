@@ -104,6 +104,32 @@ pub(crate) mod tests {
         assert_eq!(body_len([4, 0, 0, 0]).unwrap(), 4);
     }
 
+    /// A page of the longest recording summaries fits in one frame (with room to spare: a
+    /// quarter of the limit), so `AdminReply::Recordings` never fails to encode.
+    #[test]
+    fn a_full_page_of_the_longest_recordings_fits_in_a_frame() {
+        use crate::messages::{
+            AdminReply, MAX_END_REASON_BYTES, MAX_RECORDINGS_PER_PAGE, RecordingSummary,
+        };
+        let longest = RecordingSummary {
+            id: CompositeId::new(i32::MAX, i32::MAX),
+            stream_name: "n".repeat(64),
+            start: Time(i64::MAX),
+            wall_duration_90k: i32::MAX,
+            media_duration_90k: i32::MAX,
+            sample_file_bytes: i64::MAX,
+            video_samples: i32::MAX,
+            video_sync_samples: i32::MAX,
+            run_offset: i32::MAX,
+            flags: i32::MAX,
+            end_reason: Some("é".repeat(MAX_END_REASON_BYTES / 2)),
+            blake3: [0xff; 32],
+        };
+        let page = AdminReply::Recordings(vec![longest; MAX_RECORDINGS_PER_PAGE as usize]);
+        let frame = encode(&page).unwrap();
+        assert!(frame.len() < MAX_FRAME_BYTES / 4, "{} bytes", frame.len());
+    }
+
     #[test]
     fn encode_refuses_a_body_over_the_limit() {
         let err = encode(&vec![0u8; MAX_FRAME_BYTES]).unwrap_err();

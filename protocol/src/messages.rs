@@ -45,10 +45,18 @@ use crate::time::Time;
 
 /// Longest end reason an ingest may give a recording, in bytes (it is stored in every row).
 pub const MAX_END_REASON_BYTES: usize = 256;
+/// Most recordings one [`AdminRequest::Recordings`] page may hold: a page of the longest
+/// summaries (a 64-byte camera name, a [`MAX_END_REASON_BYTES`] end reason) stays well within
+/// one frame ([`crate::codec::MAX_FRAME_BYTES`]).
+pub const MAX_RECORDINGS_PER_PAGE: u32 = 2000;
+
 /// The version of the protocol these types define. Both ends of a connection must speak the
 /// same one: processes of one installation are always started from the same build, so a
 /// mismatch means a stale process (e.g. an ingest left running across an upgrade).
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: `IngestReply::CloseFailed`; `IngestReply::Error` always drops the connection; recordings
+/// are listed in pages.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// [`Hello::role`] of an ingest on its brokered connection.
 pub const ROLE_INGEST: &str = "ingest";
@@ -249,10 +257,17 @@ pub enum AdminRequest {
     },
     /// Asks for [`AdminReply::Status`].
     Status,
-    /// Asks for the committed recordings, as [`AdminReply::Recordings`].
+    /// Asks for one page of the committed recordings, as [`AdminReply::Recordings`]: up to
+    /// `limit` of them, in id order, after `after`. A page shorter than the limit is the last.
+    /// (A month of one-minute recordings is over 40,000 rows: more than one frame may hold.)
     Recordings {
         /// Only this stream's, or every stream's if `None`.
         stream_name: Option<String>,
+        /// Only recordings with a greater id (the last of the previous page), or from the
+        /// first if `None`.
+        after: Option<CompositeId>,
+        /// Most recordings in the page, `1..=MAX_RECORDINGS_PER_PAGE`.
+        limit: u32,
     },
     /// Asks the syncer to shut down as on SIGTERM: stop taking opens, let ingests close, flush,
     /// exit 0. Answered by [`AdminReply::Ok`] before the shutdown starts.
@@ -303,7 +318,7 @@ pub enum AdminReply {
     IngestConnection,
     /// Answer to [`AdminRequest::Status`].
     Status(StatusReport),
-    /// Answer to [`AdminRequest::Recordings`], in id order.
+    /// Answer to [`AdminRequest::Recordings`]: one page, in id order.
     Recordings(Vec<RecordingSummary>),
     /// Answer to a [`Hello`] and to [`AdminRequest::Shutdown`].
     Ok,

@@ -470,9 +470,15 @@ mod tests {
                 stream_name: "cam-a".to_owned(),
             },
             AdminRequest::Status,
-            AdminRequest::Recordings { stream_name: None },
+            AdminRequest::Recordings {
+                stream_name: None,
+                after: None,
+                limit: MAX_RECORDINGS_PER_PAGE,
+            },
             AdminRequest::Recordings {
                 stream_name: Some("cam-b".to_owned()),
+                after: Some(CompositeId::new(2, 7)),
+                limit: 1,
             },
             AdminRequest::Shutdown,
             AdminRequest::ListCameras,

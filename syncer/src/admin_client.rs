@@ -6,8 +6,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use protocol::messages::{
-    AdminReply, AdminRequest, CameraConfig, CameraInfo, Hello, ROLE_ADMIN, RecordingSummary,
-    StatusReport,
+    AdminReply, AdminRequest, CameraConfig, CameraInfo, Hello, MAX_RECORDINGS_PER_PAGE, ROLE_ADMIN,
+    RecordingSummary, StatusReport,
 };
 use protocol::wire::{Conn, WireError};
 use thiserror::Error;
@@ -84,16 +84,31 @@ impl AdminClient {
         }
     }
 
+    /// Every committed recording (of `stream_name`, or of every stream), in id order, asked
+    /// for page by page ([`MAX_RECORDINGS_PER_PAGE`] at a time). Each page is a consistent
+    /// view; between pages the syncer goes on committing and deleting, so the whole is as of
+    /// no single moment (a recording deleted meanwhile may be missing, one committed meanwhile
+    /// present).
     pub fn recordings(
         &mut self,
         stream_name: Option<&str>,
     ) -> Result<Vec<RecordingSummary>, AdminError> {
-        let req = AdminRequest::Recordings {
-            stream_name: stream_name.map(str::to_owned),
-        };
-        match self.request(&req)? {
-            AdminReply::Recordings(r) => Ok(r),
-            other => Err(unexpected(other, "Recordings")),
+        let mut out: Vec<RecordingSummary> = Vec::new();
+        loop {
+            let req = AdminRequest::Recordings {
+                stream_name: stream_name.map(str::to_owned),
+                after: out.last().map(|r| r.id),
+                limit: MAX_RECORDINGS_PER_PAGE,
+            };
+            let page = match self.request(&req)? {
+                AdminReply::Recordings(r) => r,
+                other => return Err(unexpected(other, "Recordings")),
+            };
+            let last = page.len() < MAX_RECORDINGS_PER_PAGE as usize;
+            out.extend(page);
+            if last {
+                return Ok(out);
+            }
         }
     }
 

@@ -574,7 +574,22 @@ impl Database {
     pub fn recordings(&self, stream_id: Option<i32>) -> Result<Vec<RecordingRow>, DbError> {
         self.select_recordings(
             "where ?1 is null or r.stream_id = ?1 order by r.composite_id",
-            stream_id,
+            [stream_id],
+        )
+    }
+
+    /// One page of [`Database::recordings`]: at most `limit` rows with ids after `after` (from
+    /// the first if `None`), in id order.
+    pub fn recordings_page(
+        &self,
+        stream_id: Option<i32>,
+        after: Option<CompositeId>,
+        limit: u32,
+    ) -> Result<Vec<RecordingRow>, DbError> {
+        self.select_recordings(
+            "where (?1 is null or r.stream_id = ?1) and r.composite_id > ?2
+             order by r.composite_id limit ?3",
+            (stream_id, after.map_or(i64::MIN, |a| a.0), limit),
         )
     }
 
@@ -586,16 +601,16 @@ impl Database {
                 // SQLite reads one row rather than scanning the other streams' rows.
                 "where r.composite_id >= (?1 << 32) and r.composite_id < ((?1 + 1) << 32)
                  order by r.composite_id desc limit 1",
-                Some(stream_id),
+                [stream_id],
             )?
             .pop())
     }
 
-    /// Recording rows selected by `filter` (a `where ... order by ...` tail using `?1`).
+    /// Recording rows selected by `filter` (a `where ... order by ...` tail using `params`).
     fn select_recordings(
         &self,
         filter: &'static str,
-        param: Option<i32>,
+        params: impl rusqlite::Params,
     ) -> Result<Vec<RecordingRow>, DbError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "select r.composite_id, r.open_id, r.run_offset, r.flags, r.start_time_90k,
@@ -604,7 +619,7 @@ impl Database {
                     r.local_time_delta_90k, r.sample_file_blake3, r.end_reason
              from recording r {filter}"
         ))?;
-        let rows = stmt.query_map([param], |r| {
+        let rows = stmt.query_map(params, |r| {
             Ok((
                 RecordingRow {
                     id: CompositeId(r.get(0)?),
@@ -1197,6 +1212,45 @@ mod tests {
         db.remove_stream(b).unwrap();
         let c = db.add_stream("a", &config()).unwrap();
         assert!(c > b, "{c}");
+    }
+
+    #[test]
+    fn recordings_come_in_pages_in_id_order() {
+        let (_tmp, mut db) = new_db();
+        let a = db.add_stream("a", &config()).unwrap();
+        let b = db.add_stream("b", &config()).unwrap();
+        let ids: Vec<CompositeId> = (0..5)
+            .map(|i| CompositeId::new(a, i))
+            .chain((0..3).map(|i| CompositeId::new(b, i)))
+            .collect();
+        db.commit_batch(&FlushBatch {
+            inserts: ids.iter().map(|&id| row(id)).collect(),
+            next_recording_ids: vec![(a, 5), (b, 3)],
+            ..Default::default()
+        })
+        .unwrap();
+        let pages = |stream: Option<i32>, limit: u32| {
+            let mut out: Vec<Vec<CompositeId>> = Vec::new();
+            loop {
+                let after = out.last().and_then(|p| p.last().copied());
+                let page: Vec<CompositeId> = db
+                    .recordings_page(stream, after, limit)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.id)
+                    .collect();
+                let last = page.len() < limit as usize;
+                out.push(page);
+                if last {
+                    return out;
+                }
+            }
+        };
+        let all = pages(None, 3);
+        assert_eq!(all.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2]);
+        assert_eq!(all.concat(), ids);
+        assert_eq!(pages(Some(b), 2).concat(), ids[5..]);
+        assert_eq!(pages(Some(a), 5).concat(), ids[..5]);
     }
 
     #[test]

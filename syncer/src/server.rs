@@ -35,7 +35,8 @@ use protocol::CompositeId;
 use protocol::clock::{Clock, RealClock};
 use protocol::messages::{
     AdminReply, AdminRequest, CameraInfo, Hello, HelloReply, IngestReply, IngestRequest,
-    PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST, RecordingSummary, StatusReport, StreamStatus,
+    MAX_RECORDINGS_PER_PAGE, PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST, RecordingSummary,
+    StatusReport, StreamStatus,
 };
 use protocol::wire::{self, Conn, WireError};
 use tracing::{debug, error, info, warn};
@@ -624,7 +625,11 @@ where
                 Ok(r) => Ok((AdminReply::Status(r), None)),
                 Err(e) => error(format!("status: {e}")),
             },
-            AdminRequest::Recordings { stream_name } => match self.recordings(stream_name) {
+            AdminRequest::Recordings {
+                stream_name,
+                after,
+                limit,
+            } => match self.recordings(stream_name, after, limit) {
                 Ok(r) => Ok((AdminReply::Recordings(r), None)),
                 Err(e) => error(e.to_string()),
             },
@@ -831,7 +836,22 @@ where
         Ok(StatusReport { streams })
     }
 
-    fn recordings(&self, stream_name: Option<String>) -> Result<Vec<RecordingSummary>, Error> {
+    /// One page of recordings (see [`AdminRequest::Recordings`]); a limit outside
+    /// `1..=MAX_RECORDINGS_PER_PAGE` is refused.
+    fn recordings(
+        &self,
+        stream_name: Option<String>,
+        after: Option<CompositeId>,
+        limit: u32,
+    ) -> Result<Vec<RecordingSummary>, Error> {
+        if !(1..=MAX_RECORDINGS_PER_PAGE).contains(&limit) {
+            return Err(Error::Rejected {
+                stream: -1,
+                reason: format!(
+                    "a page of {limit} recordings; pages hold 1 to {MAX_RECORDINGS_PER_PAGE}"
+                ),
+            });
+        }
         let rows = self.syncer.stream_rows();
         let filter = match &stream_name {
             None => None,
@@ -849,7 +869,7 @@ where
         Ok(self
             .syncer
             .db()
-            .recordings(filter)?
+            .recordings_page(filter, after, limit)?
             .into_iter()
             .map(|r| RecordingSummary {
                 id: r.id,

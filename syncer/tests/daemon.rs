@@ -146,8 +146,14 @@ impl Ingest {
             data: b"avc1 test entry".to_vec(),
         })
         .unwrap();
-        let IngestReply::SampleEntry { id: entry } = conn.recv().unwrap() else {
-            panic!("expected a sample entry");
+        // Commits are pushed per stream: after a takeover, the new connection may first hear
+        // of the previous connection's recordings.
+        let entry = loop {
+            match conn.recv().unwrap() {
+                IngestReply::SampleEntry { id } => break id,
+                IngestReply::Committed { .. } => {}
+                other => panic!("expected a sample entry, got {other:?}"),
+            }
         };
         Ingest { conn, hello, entry }
     }
@@ -484,6 +490,29 @@ fn a_new_connection_for_a_stream_takes_over() {
     }) {
         Err(e) => assert!(e.to_string().contains("no camera named \"nope\""), "{e}"),
         Ok(r) => assert!(matches!(r, AdminReply::Error { .. })),
+    }
+    // Recordings come in pages of 1 to MAX_RECORDINGS_PER_PAGE.
+    for limit in [0, protocol::messages::MAX_RECORDINGS_PER_PAGE + 1] {
+        let page = protocol::messages::AdminRequest::Recordings {
+            stream_name: None,
+            after: None,
+            limit,
+        };
+        match daemon.admin().request(&page) {
+            Err(e) => assert!(e.to_string().contains("a page of"), "{e}"),
+            Ok(r) => panic!("a page of {limit}: {r:?}"),
+        }
+    }
+    let page = protocol::messages::AdminRequest::Recordings {
+        stream_name: Some("a".into()),
+        after: Some(id_old),
+        limit: 1,
+    };
+    match daemon.admin().request(&page) {
+        Ok(AdminReply::Recordings(r)) => {
+            assert_eq!(r.iter().map(|r| r.id).collect::<Vec<_>>(), [id_new]);
+        }
+        other => panic!("{other:?}"),
     }
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait(), 0);
