@@ -1,6 +1,8 @@
 //! A real RTSP server on loopback for the tests of `rtsp://` sources: GStreamer's
 //! gst-rtsp-server (Debian's packages, run by the system `/usr/bin/python3`) serving the
-//! shipped clip, remuxed to .mp4, in an endless loop; see `tests/rtsp/serve.py`. Also
+//! shipped clip, remuxed to .mp4, in an endless loop; see `tests/rtsp/serve.py`. Or, to change
+//! the stream's video parameters mid-session as a reconfigured camera does, that clip in turn
+//! with a smaller generated one ([`RtspServer::start_alternating`], [`small_clip_mp4`]). Also
 //! [`ffprobe_video_pts`], to read a stream with a client nobody here wrote.
 //!
 //! The server is ended only by its own pid (SIGTERM in [`RtspServer::stop`], SIGKILL on drop).
@@ -100,12 +102,61 @@ pub fn clip_mp4(dir: &Path) -> PathBuf {
     mp4
 }
 
-/// A running `tests/rtsp/serve.py`: GStreamer's RTSP server on 127.0.0.1 serving an .mp4 at
-/// `/clip`, looped forever with ever-increasing timestamps, over RTP/TCP (interleaved) and
-/// RTP/UDP. Killed by its pid (SIGKILL) when dropped, through its [`Proc`].
+/// The size of [`small_clip_mp4`]'s frames, width by height.
+pub const SMALL_CLIP_SIZE: (u64, u64) = (160, 120);
+
+/// How many frames [`small_clip_mp4`] has: 2 s at 30 fps.
+pub const SMALL_CLIP_FRAMES: i32 = 60;
+
+/// Generates `dir/small.mp4` with ffmpeg's libx264 and returns its path: a test pattern of
+/// [`SMALL_CLIP_SIZE`], [`SMALL_CLIP_FRAMES`] frames at 30 fps (as the shipped clip), Main
+/// profile without B-frames, a key frame every second; its SPS and PPS differ from the shipped
+/// clip's (320x240), so switching to it changes the stream's video parameters. (Debian's
+/// `ffmpeg` brings libx264: `libavcodec59` depends on `libx264-164`.)
+pub fn small_clip_mp4(dir: &Path) -> PathBuf {
+    let mp4 = dir.join("small.mp4");
+    let (width, height) = SMALL_CLIP_SIZE;
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={width}x{height}:rate=30"))
+        .args(["-frames:v", &SMALL_CLIP_FRAMES.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "main",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-x264-params",
+            "keyint=30:scenecut=0",
+        ])
+        .arg(&mp4)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not encode {} with libx264 ({}): {}",
+        mp4.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    mp4
+}
+
+/// A running `tests/rtsp/serve.py`: GStreamer's RTSP server on 127.0.0.1 serving an .mp4 (or
+/// two in turn) at `/clip`, looped forever with ever-increasing timestamps, over RTP/TCP
+/// (interleaved) and RTP/UDP. Killed by its pid (SIGKILL) when dropped, through its [`Proc`].
 pub struct RtspServer {
     proc: Option<Proc>,
     mp4: PathBuf,
+    /// Served after `mp4`, in turn with it (`serve.py --then`).
+    then: Option<PathBuf>,
     auth: Option<(String, String)>,
     port: u16,
     stderr: Arc<Mutex<String>>,
@@ -120,8 +171,27 @@ impl RtspServer {
         let mut s = RtspServer {
             proc: None,
             mp4: mp4.to_owned(),
+            then: None,
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
             port: port.unwrap_or(0),
+            stderr: Arc::default(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the server on a free port, without credentials, serving `first` then `second`
+    /// then `first` again and so on, each pass from its first key frame, timestamps increasing
+    /// throughout; and waits for it to listen. When the two have different video parameters
+    /// (see [`small_clip_mp4`]), each switch sends the new SPS and PPS in-band on that key
+    /// frame; the SDP has only `first`'s. Each client starts at `first`'s frame 0.
+    pub fn start_alternating(first: &Path, second: &Path) -> RtspServer {
+        let mut s = RtspServer {
+            proc: None,
+            mp4: first.to_owned(),
+            then: Some(second.to_owned()),
+            auth: None,
+            port: 0,
             stderr: Arc::default(),
         };
         s.spawn();
@@ -197,6 +267,9 @@ impl RtspServer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(then) = &self.then {
+            cmd.arg("--then").arg(then);
+        }
         if let Some((user, password)) = &self.auth {
             cmd.args(["--user", user, "--password", password]);
         }
