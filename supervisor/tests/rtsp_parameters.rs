@@ -9,15 +9,14 @@
 //! `.ci/run` installs them.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::Proc;
 use e2e::playback::{assert_decodes_cleanly, ffmpeg_installed, probe};
 use e2e::rtsp::{
     RtspServer, SMALL_CLIP_FRAMES, SMALL_CLIP_SIZE, clip_mp4, rtsp_server_available, small_clip_mp4,
 };
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use protocol::messages::RecordingSummary;
 use syncer::db::RecordingRow;
 use syncer::layout::DataDir;
@@ -36,45 +35,6 @@ const CHANGES: usize = 3;
 const CLIP_SIZE: (u64, u64) = (320, 240);
 const CLIP_FRAMES: i32 = 120;
 
-/// `nvr run` on a data dir, killed by pid on drop if still running.
-struct Nvr(Child);
-
-impl Nvr {
-    fn run(d: &DataDir) -> Nvr {
-        let child = Command::new(env!("CARGO_BIN_EXE_nvr"))
-            .arg("--data-dir")
-            .arg(&d.root)
-            .arg("run")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn nvr run");
-        Nvr(child)
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(&mut self) {
-        kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM).expect("SIGTERM nvr run");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.0.try_wait().expect("try_wait") {
-                assert!(s.success(), "nvr run exited with {s}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "nvr run did not exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Nvr {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// The committed recordings of [`CAMERA`], oldest first, as the running syncer reports them
 /// (none while it is not answering yet).
 fn committed(d: &DataDir) -> Vec<RecordingSummary> {
@@ -85,10 +45,10 @@ fn committed(d: &DataDir) -> Vec<RecordingSummary> {
 
 /// Waits until [`CHANGES`] committed recordings were closed for a parameter change; panics
 /// with what was committed and the server's stderr if that takes over 40 s or `nvr run` exits.
-fn wait_for_changes(d: &DataDir, nvr: &mut Nvr, server: &RtspServer) {
+fn wait_for_changes(d: &DataDir, nvr: &mut Proc, server: &RtspServer) {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        if let Some(status) = nvr.0.try_wait().expect("try_wait") {
+        if let Some(status) = nvr.try_status() {
             panic!(
                 "nvr run exited with {status} (its stderr is above); server stderr:\n{}",
                 server.stderr()
@@ -157,9 +117,9 @@ fn a_parameter_change_starts_a_new_recording_on_its_key_frame_in_the_same_run() 
     let d = DataDir::new(tmp.path().join("data"));
     e2e::init_data_dir(&d, &[(CAMERA, e2e::camera(&server.url(), 1, 60))]);
 
-    let mut nvr = Nvr::run(&d);
+    let mut nvr = e2e::start_nvr_run(&d, &[]);
     wait_for_changes(&d, &mut nvr, &server);
-    nvr.stop();
+    nvr.stop(Duration::from_secs(30));
     server.stop();
 
     assert_eq!(e2e::check(&d), Vec::<String>::new(), "nvr check");
