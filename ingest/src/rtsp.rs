@@ -220,6 +220,8 @@ pub struct Camera {
     backoff: Option<std::time::Duration>,
     /// Consecutive failed connects, for the logs.
     failures: u32,
+    /// Longest each connect step may take: [`CONNECT_TIMEOUT`] (shorter in tests).
+    connect_timeout: std::time::Duration,
 }
 
 impl fmt::Debug for Camera {
@@ -255,6 +257,7 @@ impl Camera {
             session: None,
             backoff: None,
             failures: 0,
+            connect_timeout: CONNECT_TIMEOUT,
         })
     }
 
@@ -319,12 +322,17 @@ impl Camera {
                 password: c.password,
             });
         let stop = self.stop.clone();
+        let limit = self.connect_timeout;
         let result = self.runtime.block_on(async move {
             let options = SessionOptions::default()
                 .creds(creds)
                 .user_agent(format!("nvr-ingest/{}", env!("CARGO_PKG_VERSION")));
-            let mut session =
-                bounded("DESCRIBE", Session::describe(url.url.clone(), options)).await?;
+            let mut session = bounded(
+                "DESCRIBE",
+                limit,
+                Session::describe(url.url.clone(), options),
+            )
+            .await?;
             let stream_i = session
                 .streams()
                 .iter()
@@ -351,8 +359,8 @@ impl Camera {
             let setup = SetupOptions::default()
                 .transport(transport)
                 .frame_format(FrameFormat::MP4);
-            bounded("SETUP", session.setup(stream_i, setup)).await?;
-            let playing = bounded("PLAY", session.play(PlayOptions::default())).await?;
+            bounded("SETUP", limit, session.setup(stream_i, setup)).await?;
+            let playing = bounded("PLAY", limit, session.play(PlayOptions::default())).await?;
             if stop.load(Ordering::SeqCst) {
                 return Err("stopped".to_owned());
             }
@@ -515,18 +523,16 @@ impl Drop for Camera {
     }
 }
 
-/// Runs one step of a connect, bounded by [`CONNECT_TIMEOUT`]; the error names the step.
+/// Runs one step of a connect, bounded by `limit`; the error names the step.
 async fn bounded<T>(
     what: &str,
+    limit: std::time::Duration,
     step: impl std::future::Future<Output = Result<T, retina::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, step).await {
+    match tokio::time::timeout(limit, step).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(one_line(&format!("{what} failed: {e}"))),
-        Err(_) => Err(format!(
-            "{what} timed out after {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(format!("{what} timed out after {limit:?}")),
     }
 }
 

@@ -121,3 +121,29 @@ fn a_camera_answering_garbage_is_retried_not_fatal() {
     assert!(accepted.load(Ordering::SeqCst) >= 2);
     assert!(cam.session.is_none());
 }
+
+/// A "camera" that accepts the connection and never answers: each connect step times out
+/// (here after 300 ms instead of 10 s), so the camera neither hangs nor fails for good.
+#[test]
+fn a_camera_that_never_answers_times_out_and_is_retried() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            held.push(conn); // kept open, never answered
+        }
+    });
+    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(1500));
+    cam.connect_timeout = std::time::Duration::from_millis(300);
+    let t0 = Instant::now();
+    assert!(cam.next_event().is_none());
+    assert!(cam.failures >= 1, "failures {}", cam.failures);
+    assert!(cam.session.is_none());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t0.elapsed()
+    );
+}
