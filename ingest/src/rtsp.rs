@@ -47,7 +47,6 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use protocol::messages::MAX_END_REASON_BYTES;
-use protocol::source_url::redact;
 use protocol::{Clock, Duration, TIME_UNITS_PER_SEC};
 use retina::client::{
     Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
@@ -55,16 +54,9 @@ use retina::client::{
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tracing::{info, warn};
-use url::Url;
 
 use crate::h264::{self, SampleEntry};
-use crate::source::{Frame, SourceError};
-
-/// Stall timeout unless the URL's `stall_sec` says otherwise, in seconds.
-pub const DEFAULT_STALL_SEC: u64 = 10;
-
-/// Longest stall timeout a URL may ask for, in seconds.
-pub const MAX_STALL_SEC: u64 = 300;
+use crate::source::Frame;
 
 /// Longest each of DESCRIBE, SETUP and PLAY may take before the connect counts as failed.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -84,103 +76,9 @@ const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200
 /// Longest a wait for the camera goes without checking the stop flag.
 const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How RTP packets travel (the URL's `transport`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// Interleaved on the RTSP TCP connection.
-    Tcp,
-    /// RTP and RTCP on UDP ports of their own.
-    Udp,
-}
-
 /// A user name and password for a camera (never shown by `Debug`).
 pub use protocol::source_url::UrlCredentials as Credentials;
-
-/// A parsed `rtsp://` source URL (see the module docs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RtspUrl {
-    /// What is sent to the camera: no user info, none of our parameters.
-    pub url: Url,
-    /// From the URL's user info, if it had any.
-    pub credentials: Option<Credentials>,
-    pub transport: Transport,
-    /// A session with no frame for this long has stalled.
-    pub stall_timeout: std::time::Duration,
-}
-
-impl RtspUrl {
-    /// Parses `text`; every problem is [`SourceError::BadUrl`] naming it.
-    pub fn parse(text: &str) -> Result<Self, SourceError> {
-        let bad = |reason: String| SourceError::BadUrl {
-            url: redact(text),
-            reason,
-        };
-        let mut url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
-        if url.scheme() != "rtsp" {
-            return Err(bad(format!("scheme {:?} is not rtsp", url.scheme())));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("no host".to_owned()));
-        }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| bad("user info is not UTF-8 once percent-decoded".to_owned()))
-        };
-        let credentials = if url.username().is_empty() && url.password().is_none() {
-            None
-        } else {
-            Some(Credentials {
-                username: decode(url.username())?,
-                password: decode(url.password().unwrap_or(""))?,
-            })
-        };
-        // Setting user info cannot fail on a URL with a host (checked above).
-        url.set_username("").expect("rtsp URL has a host");
-        url.set_password(None).expect("rtsp URL has a host");
-
-        let mut transport = None;
-        let mut stall_sec = None;
-        let mut kept: Vec<(String, String)> = Vec::new();
-        for (k, v) in url.query_pairs() {
-            let seen = match k.as_ref() {
-                "transport" => transport.replace(v.to_string()).is_some(),
-                "stall_sec" => stall_sec.replace(v.to_string()).is_some(),
-                _ => {
-                    kept.push((k.to_string(), v.into_owned()));
-                    false
-                }
-            };
-            if seen {
-                return Err(bad(format!("parameter {k:?} given twice")));
-            }
-        }
-        let transport = match transport.as_deref() {
-            None | Some("tcp") => Transport::Tcp,
-            Some("udp") => Transport::Udp,
-            Some(other) => return Err(bad(format!("transport={other:?} is neither tcp nor udp"))),
-        };
-        let stall_sec = match stall_sec {
-            None => DEFAULT_STALL_SEC,
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=MAX_STALL_SEC).contains(&n) => n,
-                _ => return Err(bad(format!("stall_sec={v:?} is not 1..={MAX_STALL_SEC}"))),
-            },
-        };
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-        Ok(RtspUrl {
-            url,
-            credentials,
-            transport,
-            stall_timeout: std::time::Duration::from_secs(stall_sec),
-        })
-    }
-}
+pub use protocol::source_url::{DEFAULT_STALL_SEC, MAX_STALL_SEC, RtspUrl, Transport};
 
 /// What [`Camera::next_event`] yields.
 #[derive(Debug)]

@@ -119,6 +119,15 @@ pub enum SourceError {
     FrameTooLarge { what: String, bytes: u64 },
 }
 
+impl From<protocol::source_url::BadSourceUrl> for SourceError {
+    fn from(e: protocol::source_url::BadSourceUrl) -> Self {
+        SourceError::BadUrl {
+            url: e.url,
+            reason: e.reason,
+        }
+    }
+}
+
 /// How fast a source delivers frames relative to their pts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Speed {

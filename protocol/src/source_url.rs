@@ -1,5 +1,16 @@
-//! The credentials inside a camera's source URL (`rtsp://USER:PASSWORD@HOST/...`): how they
-//! are kept off command lines and out of listings.
+//! Camera source URLs: the form of `rtsp://` URLs (checked by `nvr camera add` and the syncer
+//! up front, and parsed the same way by the ingest), and the credentials inside them
+//! (`rtsp://USER:PASSWORD@HOST/...`): how they are kept off command lines and out of listings.
+//!
+//! # Camera URLs
+//!
+//! `rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?QUERY]`. Two query parameters are nvr's and are
+//! taken out before the URL goes to the camera: `transport=tcp|udp` (default `tcp`: RTP
+//! interleaved on the RTSP connection; `udp` for cameras on a LAN) and `stall_sec=N` (1 to
+//! [`MAX_STALL_SEC`], default [`DEFAULT_STALL_SEC`]: a session without a frame for this long
+//! has stalled). The rest of the query is the camera's.
+//!
+//! # Credentials
 //!
 //! A camera's password is stored with its source URL in the database (readable by the
 //! syncer's user only). It must not leak further: the supervisor starts the ingest with the
@@ -8,6 +19,22 @@
 //! ([`redact`]).
 
 use url::Url;
+
+/// Stall timeout unless the URL's `stall_sec` says otherwise, in seconds.
+pub const DEFAULT_STALL_SEC: u64 = 10;
+
+/// Longest stall timeout a URL may ask for, in seconds.
+pub const MAX_STALL_SEC: u64 = 300;
+
+/// A camera URL that is not of the form [`RtspUrl::parse`] takes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad source URL {url:?}: {reason}")]
+pub struct BadSourceUrl {
+    /// The URL, its password replaced by `***`.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// The environment variable that carries a camera's user name to `nvr-ingest` (the
 /// environment of a process is readable only by its user and root, and not even by its user
@@ -75,6 +102,101 @@ pub fn split_credentials(source: &str) -> (String, Option<UrlCredentials>) {
     (url.to_string(), Some(UrlCredentials { username, password }))
 }
 
+/// How RTP packets travel (the URL's `transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Interleaved on the RTSP TCP connection.
+    Tcp,
+    /// RTP and RTCP on UDP ports of their own.
+    Udp,
+}
+
+/// A parsed `rtsp://` source URL (see the module docs, "Camera URLs").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtspUrl {
+    /// What is sent to the camera: no user info, none of our parameters.
+    pub url: Url,
+    /// From the URL's user info, if it had any.
+    pub credentials: Option<UrlCredentials>,
+    pub transport: Transport,
+    /// A session with no frame for this long has stalled.
+    pub stall_timeout: std::time::Duration,
+}
+
+impl RtspUrl {
+    /// Parses `text` (see the module docs); every problem is a [`BadSourceUrl`] naming it.
+    pub fn parse(text: &str) -> Result<Self, BadSourceUrl> {
+        let bad = |reason: String| BadSourceUrl {
+            url: redact(text),
+            reason,
+        };
+        let mut url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "rtsp" {
+            return Err(bad(format!("scheme {:?} is not rtsp", url.scheme())));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host".to_owned()));
+        }
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| bad("user info is not UTF-8 once percent-decoded".to_owned()))
+        };
+        let credentials = if url.username().is_empty() && url.password().is_none() {
+            None
+        } else {
+            Some(UrlCredentials {
+                username: decode(url.username())?,
+                password: decode(url.password().unwrap_or(""))?,
+            })
+        };
+        // Setting user info cannot fail on a URL with a host (checked above).
+        url.set_username("").expect("rtsp URL has a host");
+        url.set_password(None).expect("rtsp URL has a host");
+
+        let mut transport = None;
+        let mut stall_sec = None;
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in url.query_pairs() {
+            let seen = match k.as_ref() {
+                "transport" => transport.replace(v.to_string()).is_some(),
+                "stall_sec" => stall_sec.replace(v.to_string()).is_some(),
+                _ => {
+                    kept.push((k.to_string(), v.into_owned()));
+                    false
+                }
+            };
+            if seen {
+                return Err(bad(format!("parameter {k:?} given twice")));
+            }
+        }
+        let transport = match transport.as_deref() {
+            None | Some("tcp") => Transport::Tcp,
+            Some("udp") => Transport::Udp,
+            Some(other) => return Err(bad(format!("transport={other:?} is neither tcp nor udp"))),
+        };
+        let stall_sec = match stall_sec {
+            None => DEFAULT_STALL_SEC,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=MAX_STALL_SEC).contains(&n) => n,
+                _ => return Err(bad(format!("stall_sec={v:?} is not 1..={MAX_STALL_SEC}"))),
+            },
+        };
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        Ok(RtspUrl {
+            url,
+            credentials,
+            transport,
+            stall_timeout: std::time::Duration::from_secs(stall_sec),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +239,54 @@ mod tests {
             "::",
         ] {
             assert_eq!(split_credentials(s), (s.to_owned(), None), "{s}");
+        }
+    }
+
+    #[test]
+    fn our_parameters_and_user_info_are_taken_out_of_the_url() {
+        let u = RtspUrl::parse(
+            "rtsp://admin:p%40ss%3Aw@10.0.0.7:554/Streaming/101?transport=udp&channel=1&stall_sec=5",
+        )
+        .unwrap();
+        assert_eq!(
+            u.url.as_str(),
+            "rtsp://10.0.0.7:554/Streaming/101?channel=1"
+        );
+        assert_eq!(
+            u.credentials,
+            Some(UrlCredentials {
+                username: "admin".to_owned(),
+                password: "p@ss:w".to_owned()
+            })
+        );
+        assert_eq!(u.transport, Transport::Udp);
+        assert_eq!(u.stall_timeout, std::time::Duration::from_secs(5));
+
+        let u = RtspUrl::parse("rtsp://cam.local/stream1").unwrap();
+        assert_eq!(u.url.as_str(), "rtsp://cam.local/stream1");
+        assert_eq!(u.credentials, None);
+        assert_eq!(u.transport, Transport::Tcp);
+        assert_eq!(
+            u.stall_timeout,
+            std::time::Duration::from_secs(DEFAULT_STALL_SEC)
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_naming_the_problem_without_the_password() {
+        for (url, why) in [
+            ("rtsp://", "no host"),
+            ("http://cam/x", "scheme"),
+            ("rtsp://cam/x?transport=quic", "neither tcp nor udp"),
+            ("rtsp://cam/x?transport=tcp&transport=udp", "twice"),
+            ("rtsp://cam/x?stall_sec=0", "stall_sec"),
+            ("rtsp://cam/x?stall_sec=301", "stall_sec"),
+            ("rtsp://u:secret@cam/x?stall_sec=abc", "stall_sec"),
+            ("rtsp://u:%ff@cam/x", "UTF-8"),
+        ] {
+            let e = RtspUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
         }
     }
 }

@@ -272,6 +272,40 @@ fn invalid_names_and_settings_are_refused_before_anything_changes() {
                 "add",
                 "cam",
                 "--source",
+                "rtsp://cam/x?transport=quic",
+            ],
+            "transport=\"quic\" is neither tcp nor udp",
+        ),
+        (
+            &[
+                "camera",
+                "add",
+                "cam",
+                "--source",
+                "synthetic:",
+                "--username",
+                "u",
+            ],
+            "--username applies to rtsp:// sources only",
+        ),
+        (
+            &[
+                "camera",
+                "add",
+                "cam",
+                "--source",
+                "rtsp://a:b@cam/x",
+                "--username",
+                "u",
+            ],
+            "give them in the URL or with --username, not both",
+        ),
+        (
+            &[
+                "camera",
+                "add",
+                "cam",
+                "--source",
                 "synthetic:",
                 "--rotate-sec",
                 "0",
@@ -296,6 +330,60 @@ fn invalid_names_and_settings_are_refused_before_anything_changes() {
     assert_eq!(
         nvr(&d, &["camera", "list", "--json"]).ok().json(),
         Value::Array(vec![])
+    );
+}
+
+/// Credentials given apart from the URL are stored in it, percent-encoded; listings show the
+/// password as `***`; the password file's first line is the password.
+#[test]
+fn camera_credentials_are_stored_with_the_url_and_listed_redacted() {
+    let (tmp, d) = data_dir(&[]);
+    let pass = tmp.path().join("cam.pass");
+    std::fs::write(&pass, "p@ss:word\nignored\n").unwrap();
+    let out = nvr(
+        &d,
+        &[
+            "camera",
+            "add",
+            "cam",
+            "--source",
+            "rtsp://10.0.0.7:554/h264?transport=udp",
+            "--username",
+            "ad min",
+            "--password-file",
+            pass.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(!out.stdout.contains("p@ss"), "{}", out.stdout);
+    let stored = Database::open(&d.db_path()).unwrap().streams().unwrap()[0]
+        .config
+        .source
+        .clone();
+    assert_eq!(
+        stored,
+        "rtsp://ad%20min:p%40ss%3Aword@10.0.0.7:554/h264?transport=udp"
+    );
+    let list = nvr(&d, &["camera", "list"]).ok().stdout;
+    assert!(
+        list.contains("rtsp://ad%20min:***@10.0.0.7:554/h264"),
+        "{list}"
+    );
+    let json = nvr(&d, &["camera", "list", "--json"]).ok().json();
+    assert_eq!(
+        json[0]["source"],
+        "rtsp://ad%20min:***@10.0.0.7:554/h264?transport=udp"
+    );
+    // A password given in the URL is redacted the same way.
+    nvr(
+        &d,
+        &["camera", "set", "cam", "--source", "rtsp://u:hunter2@cam/x"],
+    )
+    .ok();
+    let list = nvr(&d, &["camera", "list"]).ok().stdout;
+    assert!(
+        list.contains("rtsp://u:***@cam/x") && !list.contains("hunter2"),
+        "{list}"
     );
 }
 

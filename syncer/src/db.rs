@@ -104,11 +104,12 @@ pub enum ConfigError {
          A-Z a-z 0-9 _ . -, not starting with -"
     )]
     BadName(String),
+    /// `text` has its password, if any, replaced by `***`.
     #[error(
         "camera source {text:?} is invalid: {why}; expected file:PATH, synthetic:[?OPTIONS] \
-         or rtsp://HOST[:PORT]/PATH"
+         or rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?transport=tcp|udp][&stall_sec=N]"
     )]
-    BadSource { text: String, why: &'static str },
+    BadSource { text: String, why: String },
     #[error("rotate_sec {0} is out of range: expected 1 to {MAX_ROTATE_SEC} seconds")]
     BadRotate(u32),
     #[error("flush_if_sec {0} is out of range: expected 0 to {MAX_FLUSH_IF_SEC} seconds")]
@@ -137,46 +138,23 @@ pub fn validate_camera_name(name: &str) -> Result<(), ConfigError> {
 /// Checks a source's form (not whether it can be read: that is the ingest's job).
 fn validate_source(source: &str) -> Result<(), ConfigError> {
     let bad = |why| ConfigError::BadSource {
-        text: source.to_owned(),
+        text: protocol::source_url::redact(source),
         why,
     };
     if source.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad("it contains whitespace or a control character"));
+        return Err(bad(
+            "it contains whitespace or a control character".to_owned()
+        ));
     }
     if source.starts_with("file:") || source.starts_with("synthetic:") {
         return Ok(());
     }
-    let Some(rest) = source.strip_prefix("rtsp://") else {
-        return Err(bad("unknown scheme"));
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-        let Some((host, after)) = v6.split_once(']') else {
-            return Err(bad("an IPv6 host is missing its closing ]"));
-        };
-        match after {
-            "" => (host, None),
-            _ => match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None => return Err(bad("unexpected text after the IPv6 host")),
-            },
-        }
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (host_port, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("it has no host"));
+    if !source.starts_with("rtsp:") {
+        return Err(bad("unknown scheme".to_owned()));
     }
-    if let Some(p) = port
-        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
-    {
-        return Err(bad("its port is not a number from 0 to 65535"));
-    }
-    Ok(())
+    protocol::source_url::RtspUrl::parse(source)
+        .map(drop)
+        .map_err(|e| bad(e.reason))
 }
 
 impl StreamConfig {
@@ -1114,6 +1092,7 @@ mod tests {
             "rtsp://[fe80::1]:8554",
             "rtsp://[::1]",
             "rtsp://host?x=1",
+            "rtsp://cam/x?transport=udp&stall_sec=300",
         ] {
             let c = StreamConfig {
                 source: ok.to_owned(),
@@ -1125,14 +1104,15 @@ mod tests {
             ("", "unknown scheme"),
             ("http://cam/", "unknown scheme"),
             ("FILE:/x", "unknown scheme"),
-            ("rtsp://", "no host"),
-            ("rtsp:///path", "no host"),
-            ("rtsp://user@:554/x", "no host"),
-            ("rtsp://cam:99999/", "port"),
-            ("rtsp://cam:/", "port"),
-            ("rtsp://cam:12a/", "port"),
-            ("rtsp://[::1/", "closing ]"),
-            ("rtsp://[::1]x/", "after the IPv6 host"),
+            ("rtsp://", "host"),
+            ("rtsp:///path", "host"),
+            ("rtsp://user@:554/x", "host"),
+            ("rtsp://cam:99999/", "invalid port"),
+            ("rtsp://cam:12a/", "invalid port"),
+            ("rtsp://[::1/", "invalid IPv6"),
+            ("rtsp://cam/x?transport=quic", "neither tcp nor udp"),
+            ("rtsp://cam/x?stall_sec=0", "stall_sec"),
+            ("rtsp://admin:hunter2@cam/x?stall_sec=0", "admin:***@cam"),
             ("file:/a b", "whitespace"),
         ] {
             let c = StreamConfig {
@@ -1143,7 +1123,7 @@ mod tests {
             assert!(matches!(e, ConfigError::BadSource { .. }), "{bad:?}: {e}");
             let text = e.to_string();
             assert!(
-                text.contains(why) && text.contains("rtsp://HOST"),
+                text.contains(why) && text.contains("rtsp://[USER") && !text.contains("hunter2"),
                 "{bad:?}: {text}"
             );
         }

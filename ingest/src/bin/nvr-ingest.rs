@@ -236,7 +236,7 @@ impl Input {
             info!(speed = ?source.speed(), "source opened");
             return Ok(Input::Source(source));
         }
-        let url = RtspUrl::parse(url).map_err(Failure::source)?;
+        let url = RtspUrl::parse(url).map_err(|e| Failure::source(e.into()))?;
         let from_env = std::env::var(USERNAME_ENV)
             .ok()
             .map(|username| Credentials {

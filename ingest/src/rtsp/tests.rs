@@ -1,54 +1,6 @@
 use super::*;
 
 #[test]
-fn our_parameters_and_user_info_are_taken_out_of_the_url() {
-    let u = RtspUrl::parse(
-        "rtsp://admin:p%40ss%3Aw@10.0.0.7:554/Streaming/101?transport=udp&channel=1&stall_sec=5",
-    )
-    .unwrap();
-    assert_eq!(
-        u.url.as_str(),
-        "rtsp://10.0.0.7:554/Streaming/101?channel=1"
-    );
-    assert_eq!(
-        u.credentials,
-        Some(Credentials {
-            username: "admin".to_owned(),
-            password: "p@ss:w".to_owned()
-        })
-    );
-    assert_eq!(u.transport, Transport::Udp);
-    assert_eq!(u.stall_timeout, std::time::Duration::from_secs(5));
-
-    let u = RtspUrl::parse("rtsp://cam.local/stream1").unwrap();
-    assert_eq!(u.url.as_str(), "rtsp://cam.local/stream1");
-    assert_eq!(u.credentials, None);
-    assert_eq!(u.transport, Transport::Tcp);
-    assert_eq!(
-        u.stall_timeout,
-        std::time::Duration::from_secs(DEFAULT_STALL_SEC)
-    );
-}
-
-#[test]
-fn bad_urls_are_refused_naming_the_problem_without_the_password() {
-    for (url, why) in [
-        ("rtsp://", "no host"),
-        ("http://cam/x", "scheme"),
-        ("rtsp://cam/x?transport=quic", "neither tcp nor udp"),
-        ("rtsp://cam/x?transport=tcp&transport=udp", "twice"),
-        ("rtsp://cam/x?stall_sec=0", "stall_sec"),
-        ("rtsp://cam/x?stall_sec=301", "stall_sec"),
-        ("rtsp://u:secret@cam/x?stall_sec=abc", "stall_sec"),
-        ("rtsp://u:%ff@cam/x", "UTF-8"),
-    ] {
-        let e = RtspUrl::parse(url).unwrap_err().to_string();
-        assert!(e.contains(why), "{url}: {e}");
-        assert!(!e.contains("secret"), "{url}: {e}");
-    }
-}
-
-#[test]
 fn backoff_doubles_up_to_its_cap() {
     let mut d = None;
     let mut seen = Vec::new();
