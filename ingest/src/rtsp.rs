@@ -3,8 +3,9 @@
 //!
 //! # URL
 //!
-//! `rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?QUERY]`. Two query parameters are ours and are
-//! taken out before the URL goes to the camera:
+//! `rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH[?QUERY]`, parsed by [`RtspUrl::parse`] (in
+//! `protocol::source_url`, so that `nvr camera add` checks a URL exactly as it is read here).
+//! Two query parameters are ours and are taken out before the URL goes to the camera:
 //!
 //! - `transport=tcp|udp`: how RTP packets travel. `tcp` (the default) interleaves them on the
 //!   RTSP connection, which survives NAT and firewalls and never reorders; `udp` is for cameras
