@@ -571,6 +571,21 @@ impl Database {
         )
     }
 
+    /// The oldest recording of the stream with the most recordings (of equals, the lowest
+    /// stream id), if there is any: what gives way first when the database cannot grow.
+    pub fn oldest_of_the_largest_stream(&self) -> Result<Option<CompositeId>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "select min(composite_id) from recording where stream_id =
+                   (select stream_id from recording group by stream_id
+                    order by count(*) desc, stream_id limit 1)",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .map(CompositeId))
+    }
+
     /// The newest committed recording of a stream, if it has any.
     pub fn newest_recording(&self, stream_id: i32) -> Result<Option<RecordingRow>, DbError> {
         Ok(self

@@ -2,7 +2,8 @@
 //!
 //! In order:
 //! 1. Check the sample dir's meta against the database (the caller has locked the dir).
-//! 2. Record this start as a new open, in the meta write order of [`crate::meta`].
+//! 2. Record this start as a new open, in the meta write order of [`crate::meta`]; if the
+//!    database cannot grow, make room first (the reserve file, then the oldest recordings).
 //! 3. Turn abandoned files into garbage and advance next ids past them, in one transaction:
 //!    ids at or past a stream's next id (opened but never committed before a crash), files of
 //!    streams the database does not know, and files below the next id that are neither a
@@ -16,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use protocol::CompositeId;
 use protocol::clock::Clock;
+use protocol::{CompositeId, Time};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -62,9 +63,7 @@ impl<D: Dir> Syncer<D> {
         m.last_complete_open = info.last_complete_open;
         m.in_progress_open = Some(open);
         meta::rewrite_meta(&*dir, &m).map_err(|e| Error::io("write", META_FILE_NAME, e))?;
-        with_room(&*dir, || {
-            db.record_open(open, clock.realtime()).map_err(Error::from)
-        })?;
+        record_open_making_room(&*dir, &mut db, open, clock.realtime())?;
         m.last_complete_open = Some(open);
         m.in_progress_open = None;
         meta::rewrite_meta(&*dir, &m).map_err(|e| Error::io("write", META_FILE_NAME, e))?;
@@ -105,6 +104,41 @@ fn with_room<D: Dir, T>(dir: &D, mut f: impl FnMut() -> Result<T, Error>) -> Res
             f()
         }
         r => r,
+    }
+}
+
+/// Step 2's database write: records the open. While the database cannot grow, it makes room:
+/// first the reserve file goes (room on a full disk), then the oldest recording of the stream
+/// with the most recordings, one at a time, beyond its quota (room under a `max_page_count`,
+/// or on a disk full for other reasons), as a running syncer does when its database is full.
+/// A deleted recording's id becomes garbage, its file collected in step 5. Startup fails for
+/// a full database only when no recording is left to delete.
+fn record_open_making_room<D: Dir>(
+    dir: &D,
+    db: &mut Database,
+    open: Open,
+    now: Time,
+) -> Result<(), Error> {
+    let mut reserve_released = false;
+    loop {
+        let full = match db.record_open(open, now) {
+            Err(e) if e.is_full() => e,
+            r => return r.map_err(Error::from),
+        };
+        if !reserve_released {
+            warn!("database full at startup: releasing the reserve file");
+            reserve::release(dir).map_err(|e| Error::io("unlink", RESERVE_FILE_NAME, e))?;
+            reserve_released = true;
+            continue;
+        }
+        let Some(id) = db.oldest_of_the_largest_stream()? else {
+            return Err(full.into());
+        };
+        warn!(recording = %id, "database full at startup: deleting the oldest recording beyond its quota");
+        db.commit_batch(&FlushBatch {
+            deletions: vec![id],
+            ..Default::default()
+        })?;
     }
 }
 

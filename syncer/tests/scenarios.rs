@@ -6,11 +6,13 @@ mod support;
 use nix::errno::Errno;
 use protocol::clock::Clock;
 use protocol::{CompositeId, Duration};
+use std::sync::Arc;
 use support::*;
-use syncer::Error;
+use syncer::db::Database;
 use syncer::fs::{Dir, DirFile};
 use syncer::layout::sample_file_name;
 use syncer::sim_fs::{OpKind, PowerLossMode};
+use syncer::{Error, Syncer};
 
 /// Writes `bytes` at `offset` of a recording's file behind the writer's and syncer's backs.
 fn tamper(env: &Env, id: CompositeId, offset: u64, bytes: &[u8]) {
@@ -722,4 +724,42 @@ fn a_full_disk_deletes_the_oldest_beyond_quotas_and_recording_goes_on() {
     assert!(check_invariants(&env.fs, s.db()).is_empty());
     let free = syncer::fs::Dir::free_bytes(&env.fs).unwrap().unwrap();
     assert!(free >= options().min_free_bytes, "{free} free");
+}
+
+/// A database that cannot grow at all (at its `max_page_count`; releasing the reserve file
+/// gives it nothing) does not stop startup: when the open's row needs a page, recovery deletes
+/// the oldest recordings, beyond quota, as a running syncer does when its database is full.
+#[test]
+fn startup_with_a_database_that_cannot_grow_deletes_the_oldest_to_record_its_open() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut t = T0;
+    for _ in 0..40 {
+        t = record(&mut s, &env.clock, a, 0, t, 300, 100).unwrap().1;
+    }
+    s.flush("test").unwrap();
+    s.shutdown().unwrap();
+    let before = recording_ids(&open_db(&env));
+    assert_eq!(before.len(), 40);
+    // Each start records one open row; with the database capped at its size, sooner or later
+    // the opens table needs a page the cap does not allow.
+    for i in 0..150 {
+        let db = Database::open(&env.db_path()).unwrap();
+        let pages = db.page_count().unwrap();
+        assert_eq!(db.set_max_page_count(pages).unwrap(), pages);
+        let (mut s, _) = Syncer::start(
+            Arc::new(env.fs.clone()),
+            db,
+            Arc::new(env.clock.clone()) as Arc<dyn Clock>,
+            options(),
+        )
+        .unwrap_or_else(|e| panic!("start {i} with a full database: {e}"));
+        s.shutdown().unwrap();
+    }
+    let db = open_db(&env);
+    let after = recording_ids(&db);
+    assert!(after.len() < before.len(), "nothing was deleted: {after:?}");
+    // The oldest went, the newest stayed.
+    assert_eq!(after, before[before.len() - after.len()..]);
+    assert_eq!(check_invariants(&env.fs, &db), Vec::<String>::new());
 }
