@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::playback::{assert_plays, ffmpeg_installed};
-use e2e::rtsp::{RtspServer, clip_mp4, rtsp_server_available};
+use e2e::playback::assert_plays;
+use e2e::rtsp::{RtspServer, clip_mp4, skip_without_rtsp_server};
 use e2e::{pids_mentioning, wait_until};
 use protocol::Duration as Ticks;
 use syncer::db::RecordingRow;
@@ -89,11 +89,7 @@ fn export_and_verify(d: &DataDir, dir: &Path, camera: &str, rows: &[RecordingRow
 
 #[test]
 fn records_a_real_rtsp_server_through_a_stall_and_a_restart_and_exports_playably() {
-    if let Err(why) = rtsp_server_available() {
-        eprintln!("SKIPPED: no RTSP server to record from: {why}");
-        return;
-    }
-    if !ffmpeg_installed() {
+    if skip_without_rtsp_server("records_a_real_rtsp_server_through_a_stall_and_a_restart") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

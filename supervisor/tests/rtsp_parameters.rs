@@ -13,9 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::Proc;
-use e2e::playback::{assert_decodes_cleanly, ffmpeg_installed, probe};
+use e2e::playback::{assert_decodes_cleanly, probe};
 use e2e::rtsp::{
-    RtspServer, SMALL_CLIP_FRAMES, SMALL_CLIP_SIZE, clip_mp4, rtsp_server_available, small_clip_mp4,
+    RtspServer, SMALL_CLIP_FRAMES, SMALL_CLIP_SIZE, clip_mp4, skip_without_rtsp_server,
+    small_clip_mp4,
 };
 use protocol::messages::RecordingSummary;
 use syncer::db::RecordingRow;
@@ -100,11 +101,7 @@ fn export_size(d: &DataDir, dir: &Path, row: &RecordingRow) -> (u64, u64) {
 
 #[test]
 fn a_parameter_change_starts_a_new_recording_on_its_key_frame_in_the_same_run() {
-    if let Err(why) = rtsp_server_available() {
-        eprintln!("SKIPPED: no RTSP server to record from: {why}");
-        return;
-    }
-    if !ffmpeg_installed() {
+    if skip_without_rtsp_server("a_parameter_change_starts_a_new_recording") {
         return;
     }
     let started = Instant::now();

@@ -36,6 +36,18 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const PACKAGES: &str = "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base \
                         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad";
 
+/// Whether the test `test` must be skipped because the server cannot run here
+/// ([`rtsp_server_available`]); if so, says `SKIPPED` loudly, with the reason.
+pub fn skip_without_rtsp_server(test: &str) -> bool {
+    match rtsp_server_available() {
+        Ok(()) => false,
+        Err(why) => {
+            eprintln!("SKIPPED: {test} did not run: {why}");
+            true
+        }
+    }
+}
+
 /// Checks that the server can run here: `/usr/bin/python3` imports GStreamer and
 /// GstRtspServer 1.0 through gi and has the elements `serve.py` uses, and `ffmpeg` (for
 /// [`clip_mp4`]) and `ffprobe` (for [`ffprobe_video_pts`]) run. The error says what is missing.

@@ -8,21 +8,10 @@
 
 use std::net::TcpStream;
 
-use e2e::rtsp::{RtspServer, clip_mp4, ffprobe_video_pts, rtsp_server_available};
+use e2e::rtsp::{RtspServer, clip_mp4, ffprobe_video_pts, skip_without_rtsp_server};
 
 /// The shipped clip's length, in seconds (120 frames at 30 fps).
 const CLIP_SECONDS: f64 = 4.0;
-
-/// Whether the server can run here; if not, says SKIPPED loudly.
-fn available(test: &str) -> bool {
-    match rtsp_server_available() {
-        Ok(()) => true,
-        Err(why) => {
-            eprintln!("SKIPPED: {test} did not run: {why}");
-            false
-        }
-    }
-}
 
 /// Checks `pts` (seconds) is `seconds` of the looped 30 fps clip: about 30 packets a second,
 /// strictly increasing presentation times, reaching past the clip's end.
@@ -49,7 +38,7 @@ fn assert_looped_stream(pts: &[f64], seconds: u32, what: &str, server: &RtspServ
 
 #[test]
 fn loops_over_tcp_and_udp_and_restarts_on_the_same_port() {
-    if !available("loops_over_tcp_and_udp_and_restarts_on_the_same_port") {
+    if skip_without_rtsp_server("loops_over_tcp_and_udp_and_restarts_on_the_same_port") {
         return;
     }
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -98,7 +87,7 @@ fn loops_over_tcp_and_udp_and_restarts_on_the_same_port() {
 
 #[test]
 fn credentials_are_required_when_set() {
-    if !available("credentials_are_required_when_set") {
+    if skip_without_rtsp_server("credentials_are_required_when_set") {
         return;
     }
     let tmp = tempfile::tempdir().expect("temp dir");
