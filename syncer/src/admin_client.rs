@@ -104,6 +104,19 @@ impl AdminClient {
                 AdminReply::Recordings(r) => r,
                 other => return Err(unexpected(other, "Recordings")),
             };
+            let after = out.last().map(|r| r.id);
+            if page
+                .first()
+                .is_some_and(|r| after.is_some_and(|a| r.id <= a))
+            {
+                return Err(AdminError::Unexpected {
+                    got: format!(
+                        "a page of recordings that does not go past {}",
+                        after.expect("checked")
+                    ),
+                    expected: "the next page",
+                });
+            }
             let last = page.len() < MAX_RECORDINGS_PER_PAGE as usize;
             out.extend(page);
             if last {

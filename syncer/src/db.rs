@@ -10,7 +10,7 @@
 use std::io;
 use std::path::Path;
 
-use protocol::messages::{CameraConfig, CameraInfo};
+use protocol::messages::{CameraConfig, CameraInfo, RecordingSummary};
 use protocol::{CompositeId, Time};
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
@@ -243,6 +243,27 @@ pub struct RecordingRow {
     /// blake3 of the sample file, computed by the syncer from its own descriptor.
     pub blake3: [u8; 32],
     pub end_reason: Option<String>,
+}
+
+impl RecordingRow {
+    /// What `nvr recordings` shows of this row, `stream_name` being its stream's name (the
+    /// same from the running syncer and from the database).
+    pub fn summary(self, stream_name: String) -> RecordingSummary {
+        RecordingSummary {
+            id: self.id,
+            stream_name,
+            start: self.start,
+            wall_duration_90k: self.wall_duration_90k,
+            media_duration_90k: self.media_duration_90k,
+            sample_file_bytes: self.sample_file_bytes,
+            video_samples: self.video_samples,
+            video_sync_samples: self.video_sync_samples,
+            run_offset: self.run_offset,
+            flags: self.flags,
+            end_reason: self.end_reason,
+            blake3: self.blake3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -78,9 +78,10 @@ impl<D: Dir> Syncer<D> {
             syncer.enforce_quota_of(id);
         }
         let d = syncer.dir.clone();
-        with_room(&*d, || syncer.flush("startup retention"))?;
+        syncer.reserve_present = reserve::exists(&*d);
+        syncer.flush_making_room("startup retention")?;
         syncer.collect_garbage()?;
-        with_room(&*d, || syncer.flush("startup: forget collected garbage"))?;
+        syncer.flush_making_room("startup: forget collected garbage")?;
 
         // 6.
         if syncer.options.reserve_bytes > 0 {
@@ -111,8 +112,10 @@ fn with_room<D: Dir, T>(dir: &D, mut f: impl FnMut() -> Result<T, Error>) -> Res
 /// first the reserve file goes (room on a full disk), then the oldest recording of the stream
 /// with the most recordings, one at a time, beyond its quota (room under a `max_page_count`,
 /// or on a disk full for other reasons), as a running syncer does when its database is full.
-/// A deleted recording's id becomes garbage, its file collected in step 5. Startup fails for
-/// a full database only when no recording is left to delete.
+/// A deleted recording's id becomes garbage, its file collected in step 5. (The syncer does
+/// not exist yet, so this works on the database directly, one deletion per transaction.)
+/// Startup fails for a full database when no recording is left to delete, or when even the
+/// deletion cannot commit (a file system too full for its WAL frames).
 fn record_open_making_room<D: Dir>(
     dir: &D,
     db: &mut Database,

@@ -39,6 +39,12 @@ pub fn ensure<D: Dir>(dir: &D, bytes: u64) -> io::Result<()> {
     })
 }
 
+/// Whether the reserve file is there (false also if the dir cannot be listed).
+pub fn exists<D: Dir>(dir: &D) -> bool {
+    dir.list()
+        .is_ok_and(|names| names.iter().any(|n| n == RESERVE_FILE_NAME))
+}
+
 /// Unlinks the reserve file, freeing its space at once. Missing is fine.
 pub fn release<D: Dir>(dir: &D) -> io::Result<()> {
     match dir.unlink(RESERVE_FILE_NAME) {

@@ -871,19 +871,9 @@ where
             .db()
             .recordings_page(filter, after, limit)?
             .into_iter()
-            .map(|r| RecordingSummary {
-                id: r.id,
-                stream_name: names.get(&r.id.stream()).cloned().unwrap_or_default(),
-                start: r.start,
-                wall_duration_90k: r.wall_duration_90k,
-                media_duration_90k: r.media_duration_90k,
-                sample_file_bytes: r.sample_file_bytes,
-                video_samples: r.video_samples,
-                video_sync_samples: r.video_sync_samples,
-                run_offset: r.run_offset,
-                flags: r.flags,
-                end_reason: r.end_reason,
-                blake3: r.blake3,
+            .map(|r| {
+                let name = names.get(&r.id.stream()).cloned().unwrap_or_default();
+                r.summary(name)
             })
             .collect())
     }

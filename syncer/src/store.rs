@@ -52,6 +52,10 @@ use crate::reserve;
 use crate::retention::{oldest_to_delete, round_up};
 use protocol::messages::{RecordingTimes, SampleReport};
 
+/// Bound on the recordings waiting for deletion because the database is full, as a multiple of
+/// the inserts the failing flush holds (see [`Syncer::shed_oldest_for_db`]).
+const SHED_FOR_DB_FACTOR: usize = 4;
+
 /// Tunables of a [`Syncer`].
 #[derive(Clone, Debug)]
 pub struct SyncerOptions {
@@ -215,6 +219,10 @@ pub struct Syncer<D: Dir> {
     stop: Arc<AtomicBool>,
     pub(crate) options: SyncerOptions,
     pub(crate) reserve_present: bool,
+    /// Recordings [`Syncer::shed_oldest_for_db`] moved to `to_delete` since the last flush
+    /// that committed: bounded, so that a database deletions cannot help (a file system too
+    /// full even for the WAL) does not lose every recording to one outage.
+    shed_for_db: usize,
 }
 
 impl<D: Dir> std::fmt::Debug for Syncer<D> {
@@ -253,6 +261,7 @@ impl<D: Dir> Syncer<D> {
             stop: Arc::new(AtomicBool::new(false)),
             options,
             reserve_present: false,
+            shed_for_db: 0,
         })
     }
 
@@ -883,14 +892,14 @@ impl<D: Dir> Syncer<D> {
                 .is_none_or(|s| id.recording() < s.row.next_recording_id)
         };
         let Some(reason) = self.plan.due(now, committed) else {
-            self.ensure_free_space()?;
+            retry_later(self.ensure_free_space(), "freeing space")?;
             return Ok(Vec::new());
         };
         match self.flush(&reason) {
             Ok(c) => {
-                self.collect_garbage()?;
+                retry_later(self.collect_garbage(), "collecting garbage")?;
                 self.restore_reserve();
-                self.ensure_free_space()?;
+                retry_later(self.ensure_free_space(), "freeing space")?;
                 Ok(c)
             }
             Err(e) if e.is_fatal() => Err(e),
@@ -898,7 +907,12 @@ impl<D: Dir> Syncer<D> {
                 let full = matches!(&e, Error::Db(d) if d.is_full());
                 let delay = if full && self.reserve_present {
                     self.release_reserve();
-                    Duration(0)
+                    // At once if that made room; a failed unlink is retried after the delay.
+                    if self.reserve_present {
+                        self.options.flush_retry_delay
+                    } else {
+                        Duration(0)
+                    }
                 } else if full && self.shed_oldest_for_db() {
                     Duration(0)
                 } else {
@@ -967,6 +981,7 @@ impl<D: Dir> Syncer<D> {
         self.db.commit_batch(&batch)?;
 
         // Committed: now, and only now, change the state.
+        self.shed_for_db = 0;
         info!(
             reason,
             inserted = batch.inserts.len(),
@@ -1119,23 +1134,30 @@ impl<D: Dir> Syncer<D> {
     /// The database cannot grow (`SQLITE_FULL`) although the reserve file is gone: its file
     /// system is full for other reasons, or the database hit its own cap (`max_page_count`).
     /// Like [`Syncer::ensure_free_space`] for sample files, the stream with the most committed
-    /// recordings gives up its oldest ones beyond its quota, as many as the failed flush would
-    /// insert (at least one), so each retry deletes at least as many rows as it adds and the
-    /// retries soon free whole pages. Returns false when nothing committed is left to give up.
+    /// recordings (of equals, the lowest id, as [`crate::db::Database::oldest_of_the_largest_stream`]
+    /// picks at startup) gives up its oldest ones, in addition to what its quota deletes: as
+    /// many as the failed flush would insert (at least one), so each retry deletes at least as
+    /// many rows as it adds and the retries soon free whole pages. They are chosen before the
+    /// commit and wait in `to_delete` until one succeeds. At most [`SHED_FOR_DB_FACTOR`] times
+    /// that many wait at once: when deleting does not help (the file system is too full even
+    /// for the deletions' WAL frames), shedding stops and the flush is retried after the delay.
+    /// Returns false when it shed nothing.
     fn shed_oldest_for_db(&mut self) -> bool {
         let inserts = self
             .streams
             .values()
             .flat_map(|s| s.inflight.values())
             .filter(|f| matches!(f, InFlight::Synced(_)))
-            .count();
+            .count()
+            .max(1);
+        let room = (SHED_FOR_DB_FACTOR * inserts).saturating_sub(self.shed_for_db);
         let mut shed = 0;
-        while shed < inserts.max(1) {
+        while shed < inserts.min(room) {
             let Some(s) = self
                 .streams
                 .values_mut()
                 .filter(|s| !s.committed.is_empty())
-                .max_by_key(|s| s.committed.len())
+                .max_by_key(|s| (s.committed.len(), std::cmp::Reverse(s.row.id)))
             else {
                 break;
             };
@@ -1143,8 +1165,12 @@ impl<D: Dir> Syncer<D> {
             s.to_delete.push(r);
             shed += 1;
         }
+        self.shed_for_db += shed;
         if shed == 0 {
-            warn!("database full and nothing committed left to delete");
+            warn!(
+                waiting = self.shed_for_db,
+                "database full; deleting more recordings would not help, or none is left"
+            );
             return false;
         }
         warn!(
@@ -1157,7 +1183,7 @@ impl<D: Dir> Syncer<D> {
     /// [`Syncer::flush`], tried again at once while the database is full and the reserve file
     /// or the oldest recordings can make room ([`Syncer::shed_oldest_for_db`]): for the last
     /// flush of a graceful stop, which has no later retry.
-    fn flush_making_room(&mut self, reason: &str) -> Result<Vec<Committed>, Error> {
+    pub(crate) fn flush_making_room(&mut self, reason: &str) -> Result<Vec<Committed>, Error> {
         loop {
             match self.flush(reason) {
                 Err(Error::Db(e)) if e.is_full() => {
@@ -1256,4 +1282,15 @@ fn check_times(media_90k: i64, wall_90k: i64) -> Result<(), String> {
 
 fn is_enospc(e: &io::Error) -> bool {
     e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32)
+}
+/// `r`, unless it failed with an error that is not fatal: that is logged (`what` failed; the
+/// next poll tries again) and the caller goes on. For the work `poll` does after a flush.
+fn retry_later(r: Result<(), Error>, what: &str) -> Result<(), Error> {
+    match r {
+        Err(e) if !e.is_fatal() => {
+            warn!(error = %e, "{what} failed; will retry");
+            Ok(())
+        }
+        r => r,
+    }
 }
