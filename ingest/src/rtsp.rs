@@ -48,7 +48,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use protocol::messages::MAX_END_REASON_BYTES;
-use protocol::{Clock, Duration, TIME_UNITS_PER_SEC};
+use protocol::{Clock, TIME_UNITS_PER_SEC};
 use retina::client::{
     Demuxed, PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions,
     UdpTransportOptions,
@@ -222,7 +222,7 @@ impl Camera {
             });
         let stop = self.stop.clone();
         let limit = self.connect_timeout;
-        let result = self.runtime.block_on(async move {
+        let connecting = async move {
             let options = SessionOptions::default()
                 .creds(creds)
                 .user_agent(format!("nvr-ingest/{}", env!("CARGO_PKG_VERSION")));
@@ -260,14 +260,26 @@ impl Camera {
                 .frame_format(FrameFormat::MP4);
             bounded("SETUP", limit, session.setup(stream_i, setup)).await?;
             let playing = bounded("PLAY", limit, session.play(PlayOptions::default())).await?;
-            if stop.load(Ordering::SeqCst) {
-                return Err("stopped".to_owned());
-            }
             let demuxed = playing
                 .demuxed()
                 .map_err(|e| format!("cannot depacketize the stream: {e}"))?;
             Ok::<_, String>((demuxed, stream_i, clock_rate))
+        };
+        // The connect runs in slices of STOP_POLL, so a stop is honoured within one even while
+        // a camera takes its time to answer (each step may take up to `limit`).
+        let result = self.runtime.block_on(async move {
+            let mut connecting = std::pin::pin!(connecting);
+            loop {
+                match tokio::time::timeout(STOP_POLL, &mut connecting).await {
+                    Ok(r) => return Some(r),
+                    Err(_) if stop.load(Ordering::SeqCst) => return None,
+                    Err(_) => {}
+                }
+            }
         });
+        let Some(result) = result else {
+            return; // stopped; the half-made session is dropped on this runtime
+        };
         match result {
             Ok((demuxed, stream_i, clock_rate)) => {
                 info!(
@@ -308,18 +320,18 @@ impl Camera {
     fn poll(&mut self) -> Result<Option<Frame>, String> {
         let s = self.session.as_mut().expect("poll needs a session");
         let stall = self.url.stall_timeout;
-        let idle = s.last_frame.elapsed();
-        if idle >= stall {
-            return Err(format!(
-                "camera-stalled: no frame for {} s",
-                stall.as_secs()
-            ));
-        }
-        let wait = STOP_POLL.min(stall - idle);
+        // Stalled only if nothing is waiting either: time the writer spent (a retried write,
+        // a slow close) is not the camera's.
         let item = self
             .runtime
-            .block_on(async { tokio::time::timeout(wait, s.demuxed.next()).await });
+            .block_on(async { tokio::time::timeout(STOP_POLL, s.demuxed.next()).await });
         let item = match item {
+            Err(_) if s.last_frame.elapsed() >= stall => {
+                return Err(format!(
+                    "camera-stalled: no frame for {} s",
+                    stall.as_secs()
+                ));
+            }
             Err(_) => return Ok(None),
             Ok(None) => return Err("camera-disconnected: the camera ended the session".to_owned()),
             Ok(Some(Err(e))) => return Err(reason("camera-error", &e)),
@@ -387,7 +399,8 @@ impl Camera {
         }))
     }
 
-    /// Sleeps `d` in slices, checking the stop flag; false if it was set.
+    /// Sleeps `d` in slices, checking the stop flag; false if it was set. It sleeps on the
+    /// runtime, so that the TEARDOWN of an ended session, spawned there, goes out meanwhile.
     fn sleep(&self, d: std::time::Duration) -> bool {
         let end = Instant::now() + d;
         loop {
@@ -398,8 +411,9 @@ impl Camera {
             if left.is_zero() {
                 return true;
             }
-            self.clock
-                .sleep(Duration::from_millis(left.min(STOP_POLL).as_millis() as i64));
+            let slice = left.min(STOP_POLL);
+            self.runtime
+                .block_on(async { tokio::time::sleep(slice).await });
         }
     }
 

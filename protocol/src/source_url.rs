@@ -47,14 +47,27 @@ pub const PASSWORD_ENV: &str = "NVR_RTSP_PASSWORD";
 /// What a password is replaced with by [`redact`].
 pub const REDACTED: &str = "***";
 
-/// `source` with the password of its user info, if any, replaced by [`REDACTED`]. Anything
-/// that is not a URL with a password is returned as it is.
+/// `source` with the password of its user info, if any, replaced by [`REDACTED`]. A text that
+/// does not parse as a URL (a bad port, say: exactly what error messages show) is redacted by
+/// its form: whatever stands between the first `:` and the last `@` of the part after `://`
+/// and before the path.
 pub fn redact(source: &str) -> String {
-    match Url::parse(source) {
-        Ok(mut url) if url.password().is_some() => match url.set_password(Some(REDACTED)) {
-            Ok(()) => url.to_string(),
-            Err(()) => source.to_owned(),
-        },
+    if let Ok(mut url) = Url::parse(source) {
+        if url.password().is_some() && url.set_password(Some(REDACTED)).is_ok() {
+            return url.to_string();
+        }
+        return source.to_owned();
+    }
+    let Some((scheme, rest)) = source.split_once("://") else {
+        return source.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            format!("{scheme}://{user}:{REDACTED}@{host}{path}")
+        }
         _ => source.to_owned(),
     }
 }
@@ -155,15 +168,21 @@ impl RtspUrl {
         url.set_username("").expect("rtsp URL has a host");
         url.set_password(None).expect("rtsp URL has a host");
 
+        // Our parameters come out; the camera's stay byte for byte, as given.
         let mut transport = None;
         let mut stall_sec = None;
-        let mut kept: Vec<(String, String)> = Vec::new();
-        for (k, v) in url.query_pairs() {
-            let seen = match k.as_ref() {
-                "transport" => transport.replace(v.to_string()).is_some(),
-                "stall_sec" => stall_sec.replace(v.to_string()).is_some(),
+        let mut kept: Vec<&str> = Vec::new();
+        let query = url.query().unwrap_or("").to_owned();
+        for segment in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = segment.split_once('=').unwrap_or((segment, ""));
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            let seen = match k {
+                "transport" => transport.replace(v).is_some(),
+                "stall_sec" => stall_sec.replace(v).is_some(),
                 _ => {
-                    kept.push((k.to_string(), v.into_owned()));
+                    kept.push(segment);
                     false
                 }
             };
@@ -186,7 +205,7 @@ impl RtspUrl {
         if kept.is_empty() {
             url.set_query(None);
         } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
+            url.set_query(Some(&kept.join("&")));
         }
         Ok(RtspUrl {
             url,
@@ -211,6 +230,25 @@ mod tests {
         assert_eq!(redact("rtsp://cam/x"), "rtsp://cam/x");
         assert_eq!(redact("file:/a/b.h264"), "file:/a/b.h264");
         assert_eq!(redact("not a url"), "not a url");
+        // Texts that do not parse are redacted by their form.
+        assert_eq!(
+            redact("rtsp://u:secret@cam:99999/x"),
+            "rtsp://u:***@cam:99999/x"
+        );
+        assert_eq!(
+            redact("rtsp://u:se@cr:et@c am/x?a=b@c"),
+            "rtsp://u:***@c am/x?a=b@c"
+        );
+        assert_eq!(redact("rtsp://c am/x"), "rtsp://c am/x");
+    }
+
+    #[test]
+    fn the_cameras_query_is_passed_on_as_given() {
+        let u = RtspUrl::parse("rtsp://cam/x?onvif&a=1,2/3:4&transport=udp&b=%41").unwrap();
+        assert_eq!(u.url.as_str(), "rtsp://cam/x?onvif&a=1,2/3:4&b=%41");
+        let u = RtspUrl::parse("rtsp://cam/x?stall_sec=%35").unwrap();
+        assert_eq!(u.stall_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(u.url.as_str(), "rtsp://cam/x");
     }
 
     #[test]

@@ -374,6 +374,29 @@ fn camera_credentials_are_stored_with_the_url_and_listed_redacted() {
         json[0]["source"],
         "rtsp://ad%20min:***@10.0.0.7:554/h264?transport=udp"
     );
+    // The camera gets exactly the file's bytes, `%` included.
+    std::fs::write(&pass, "50%41off\n").unwrap();
+    nvr(
+        &d,
+        &[
+            "camera",
+            "set",
+            "cam",
+            "--source",
+            "rtsp://cam/x",
+            "--username",
+            "u",
+            "--password-file",
+            pass.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let stored = Database::open(&d.db_path()).unwrap().streams().unwrap()[0]
+        .config
+        .source
+        .clone();
+    let parsed = protocol::source_url::RtspUrl::parse(&stored).unwrap();
+    assert_eq!(parsed.credentials.unwrap().password, "50%41off");
     // A password given in the URL is redacted the same way.
     nvr(
         &d,

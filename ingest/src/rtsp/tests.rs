@@ -87,14 +87,40 @@ fn a_camera_that_never_answers_times_out_and_is_retried() {
             held.push(conn); // kept open, never answered
         }
     });
-    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(1500));
+    // Connects at 0 s and 1.3 s (after the 1 s backoff) each time out after 0.3 s; the stop
+    // at 2.5 s ends the 2 s backoff that follows.
+    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(2500));
     cam.connect_timeout = std::time::Duration::from_millis(300);
     let t0 = Instant::now();
     assert!(cam.next_event().is_none());
-    assert!(cam.failures >= 1, "failures {}", cam.failures);
+    assert!(cam.failures >= 2, "failures {}", cam.failures);
     assert!(cam.session.is_none());
     assert!(
-        t0.elapsed() < std::time::Duration::from_secs(3),
+        t0.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+/// A stop while a camera takes its time to answer is honoured at once, not after the
+/// connect timeout.
+#[test]
+fn a_stop_while_connecting_is_honoured_promptly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            held.push(conn);
+        }
+    });
+    let mut cam = camera_stopped_after(port, std::time::Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert!(cam.next_event().is_none());
+    assert_eq!(cam.failures, 0, "a stop is not a failed connect");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
         "{:?}",
         t0.elapsed()
     );

@@ -92,8 +92,14 @@ fn with_credentials(
             text.lines().next().unwrap_or_default().to_owned()
         }
     };
+    // Encoded here, `%` included (the url crate leaves a `%` as it is, which would then be
+    // decoded as an escape): the camera must get exactly the bytes of the file.
+    let encode = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let password = encode(&password);
     let set = url
-        .set_username(username)
+        .set_username(&encode(username))
         .and_then(|()| url.set_password((!password.is_empty()).then_some(&password)));
     set.map_err(|()| format!("cannot put credentials into {:?}", redact(&source)))?;
     Ok(url.to_string())
