@@ -5,10 +5,9 @@
 //! installs them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e::playback::ffmpeg_installed;
+use e2e::playback::{ffmpeg_installed, nvr_export};
 use nix::sys::signal::Signal;
 use protocol::Duration as Ticks;
 use syncer::db::RecordingRow;
@@ -56,16 +55,6 @@ fn record(runs: usize) -> (tempfile::TempDir, DataDir, Vec<RecordingRow>) {
     let rows = e2e::recordings(&d);
     assert!(rows.len() >= 3 * runs, "{rows:#?}");
     (tmp, d, rows)
-}
-
-fn nvr_export(d: &DataDir, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nvr"))
-        .arg("--data-dir")
-        .arg(&d.root)
-        .arg("export")
-        .args(args)
-        .output()
-        .expect("run nvr export")
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -7,10 +7,9 @@
 //! `.ci/run` installs them.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use e2e::playback::assert_plays;
+use e2e::playback::{assert_plays, export_ok};
 use e2e::rtsp::{RtspServer, clip_mp4, skip_without_rtsp_server};
 use e2e::{pids_mentioning, wait_until};
 use protocol::Duration as Ticks;
@@ -68,21 +67,13 @@ fn export_and_verify(d: &DataDir, dir: &Path, camera: &str, rows: &[RecordingRow
     let last = rows.last().expect("recordings");
     let end = last.start + Ticks(i64::from(last.wall_duration_90k) + 90);
     let out_path = dir.join(format!("{camera}.mp4"));
-    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
-        .arg("--data-dir")
-        .arg(&d.root)
-        .args(["export", "--camera", camera, "--start"])
-        .arg(first.start.to_string())
-        .arg("--end")
-        .arg(end.to_string())
-        .arg("-o")
-        .arg(&out_path)
-        .output()
-        .expect("run nvr export");
-    assert!(
-        out.status.success(),
-        "export {camera}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = out_path.to_str().expect("UTF-8 temp path");
+    let (start, end) = (first.start.to_string(), end.to_string());
+    export_ok(
+        d,
+        &[
+            "--camera", camera, "--start", &start, "--end", &end, "-o", out,
+        ],
     );
     assert_plays(&out_path, &rows.iter().collect::<Vec<_>>(), FRAME_90K);
 }

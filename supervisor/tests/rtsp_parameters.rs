@@ -9,11 +9,10 @@
 //! `.ci/run` installs them.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::Proc;
-use e2e::playback::{assert_decodes_cleanly, probe};
+use e2e::playback::{assert_decodes_cleanly, export_ok, probe};
 use e2e::rtsp::{
     RtspServer, SMALL_CLIP_FRAMES, SMALL_CLIP_SIZE, clip_mp4, skip_without_rtsp_server,
     small_clip_mp4,
@@ -77,21 +76,9 @@ fn wait_for_changes(d: &DataDir, nvr: &mut Proc, server: &RtspServer) {
 /// it holds the recording's samples and with ffmpeg that it decodes cleanly.
 fn export_size(d: &DataDir, dir: &Path, row: &RecordingRow) -> (u64, u64) {
     let out_path = dir.join(format!("{}.mp4", row.id));
-    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
-        .arg("--data-dir")
-        .arg(&d.root)
-        .args(["export", "--camera", CAMERA, "--id"])
-        .arg(row.id.to_string())
-        .arg("-o")
-        .arg(&out_path)
-        .output()
-        .expect("run nvr export");
-    assert!(
-        out.status.success(),
-        "export {}: {}",
-        row.id,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let id = row.id.to_string();
+    let out = out_path.to_str().expect("UTF-8 temp path");
+    export_ok(d, &["--camera", CAMERA, "--id", &id, "-o", out]);
     let p = probe(&out_path);
     assert_eq!(p.codec, "h264", "{}: {p:?}", row.id);
     assert_eq!(p.frames, row.video_samples as u64, "{}: {p:?}", row.id);

@@ -25,22 +25,7 @@ fn setup(cameras: &[(&str, &str)]) -> (tempfile::TempDir, DataDir, String) {
         })
         .collect();
     let d = DataDir::new(tmp.path().join("data"));
-    d.init().unwrap();
-    {
-        let dir = std::sync::Arc::new(d.lock_sample_dir().unwrap());
-        let db = syncer::db::Database::open(&d.db_path()).unwrap();
-        let (mut s, _) = syncer::Syncer::start(
-            dir,
-            db,
-            std::sync::Arc::new(protocol::clock::RealClock),
-            Default::default(),
-        )
-        .unwrap();
-        for (n, c) in cams {
-            s.add_stream(n, c).unwrap();
-        }
-        s.shutdown().unwrap();
-    }
+    e2e::init_data_dir(&d, &cams);
     let needle = tmp.path().display().to_string();
     (tmp, d, needle)
 }

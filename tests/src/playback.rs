@@ -2,10 +2,32 @@
 //! frames, ffmpeg decodes every one of them.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use protocol::TIME_UNITS_PER_SEC;
 use syncer::db::{FLAG_TRAILING_ZERO, RecordingRow};
+use syncer::layout::DataDir;
+
+/// Runs `nvr --data-dir D export ARGS` (the `nvr` built beside the test).
+pub fn nvr_export(d: &DataDir, args: &[&str]) -> Output {
+    Command::new(crate::binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .arg("export")
+        .args(args)
+        .output()
+        .expect("run nvr export")
+}
+
+/// [`nvr_export`], which must succeed: panics with its stderr otherwise.
+pub fn export_ok(d: &DataDir, args: &[&str]) {
+    let out = nvr_export(d, args);
+    assert!(
+        out.status.success(),
+        "nvr export {args:?}: {}",
+        text(&out.stderr)
+    );
+}
 
 /// Whether ffprobe and ffmpeg run; if not, prints a loud `SKIPPED:` line for the caller's test
 /// (`.ci/run` installs them, so there the tests always run).

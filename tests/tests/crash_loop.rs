@@ -148,7 +148,7 @@ fn kill_9_loop_loses_nothing_committed() {
         ..c
     };
     let d = DataDir::new(tmp.path().join("data"));
-    init_cameras(
+    e2e::init_data_dir(
         &d,
         &[
             (
@@ -304,22 +304,4 @@ fn kill_9_loop_loses_nothing_committed() {
         ledger.len(),
         FLUSH_IF_SEC + ROTATE_SEC
     );
-}
-
-/// Initializes `d` with the given cameras.
-fn init_cameras(d: &DataDir, cameras: &[(&str, syncer::db::StreamConfig)]) {
-    d.init().unwrap();
-    let dir = std::sync::Arc::new(d.lock_sample_dir().unwrap());
-    let db = syncer::db::Database::open(&d.db_path()).unwrap();
-    let (mut s, _) = syncer::Syncer::start(
-        dir,
-        db,
-        std::sync::Arc::new(protocol::clock::RealClock),
-        Default::default(),
-    )
-    .unwrap();
-    for (n, c) in cameras {
-        s.add_stream(n, c.clone()).unwrap();
-    }
-    s.shutdown().unwrap();
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use protocol::messages::RecordingSummary;
 use protocol::{CompositeId, Duration, Time};
 use serde::Serialize;
-use syncer::db::{Database, RecordingRow};
+use syncer::db::Database;
 use syncer::layout::DataDir;
 use syncer::retention::round_up;
 
@@ -250,26 +250,6 @@ impl From<RecordingSummary> for RecordingJson {
     }
 }
 
-impl RecordingJson {
-    fn from_row(r: RecordingRow, camera: String) -> Self {
-        RecordingJson {
-            id: r.id.to_string(),
-            camera,
-            start: r.start.to_string(),
-            start_90k: r.start.0,
-            wall_duration_90k: r.wall_duration_90k,
-            media_duration_90k: r.media_duration_90k,
-            sample_file_bytes: r.sample_file_bytes,
-            video_samples: r.video_samples,
-            video_sync_samples: r.video_sync_samples,
-            run_offset: r.run_offset,
-            blake3: hex(&r.blake3),
-            end_reason: r.end_reason,
-            flags: r.flags,
-        }
-    }
-}
-
 pub fn recordings(d: &DataDir, camera: Option<&str>, json: bool) -> CmdResult {
     let list: Vec<RecordingJson> = match connect_or_lock(d)? {
         Access::Online(mut c) => c
@@ -295,7 +275,7 @@ pub fn recordings(d: &DataDir, camera: Option<&str>, json: bool) -> CmdResult {
                 .into_iter()
                 .map(|r| {
                     let camera = names.get(&r.id.stream()).cloned().unwrap_or_default();
-                    RecordingJson::from_row(r, camera)
+                    RecordingJson::from(r.summary(camera))
                 })
                 .collect()
         }
