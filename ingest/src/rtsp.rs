@@ -35,9 +35,9 @@
 //!
 //! # Time
 //!
-//! A frame's pts is its RTP timestamp (extended to 64 bits by retina) minus the session's
-//! first, converted to 90 kHz: it starts at 0 in every session, so each session is a new run
-//! for the writer. Its local time is the realtime clock when the frame was taken from the
+//! A frame's pts is its RTP timestamp (extended to 64 bits by retina) minus that of the
+//! session's first packet, converted to 90 kHz: it restarts near 0 in every session (frames
+//! before the first key frame are skipped), and each session is a new run for the writer. Its local time is the realtime clock when the frame was taken from the
 //! session.
 
 use std::fmt;
