@@ -267,3 +267,34 @@ fn while_recording_is_active_check_runs_read_only_and_repair_is_refused() {
     AdminClient::connect(&fx.d).unwrap().shutdown().unwrap();
     server.join().unwrap().unwrap();
 }
+
+/// Another data dir's database (or an older backup) must not make repair unlink this dir's
+/// recordings as strays: check names the mismatch first, repair refuses and changes nothing.
+#[test]
+fn repair_refuses_a_database_that_does_not_match_the_sample_dir() {
+    let fx = fixture();
+    let other = fixture();
+    for suffix in ["", "-wal", "-shm"] {
+        let to = format!("{}{suffix}", fx.d.db_path().display());
+        let _ = std::fs::remove_file(&to);
+        let from = format!("{}{suffix}", other.d.db_path().display());
+        if Path::new(&from).exists() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let before: Vec<Option<u64>> = fx.ids.iter().map(|&id| len(&fx.path(id))).collect();
+
+    let out = nvr_check(&fx.d, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let first = text.lines().find(|l| l.starts_with("violation:")).unwrap();
+    assert!(first.starts_with("violation: meta:"), "{text}");
+
+    let out = nvr_check(&fx.d, &["--repair"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("repair refused"), "{err}");
+    let after: Vec<Option<u64>> = fx.ids.iter().map(|&id| len(&fx.path(id))).collect();
+    assert_eq!(after, before);
+    assert!(after.iter().all(Option::is_some));
+}

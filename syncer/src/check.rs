@@ -25,9 +25,10 @@
 //! a stream's next id are recordings in flight, and a recording deleted by retention between
 //! the snapshot and the directory listing looks like a missing file; both become notes.
 //!
-//! [`repair`] needs the data dir locked (no syncer running). It only turns stray files into
+//! [`repair`] needs the data dir locked (no syncer running) and refuses a dir whose meta does
+//! not match the database. It only turns orphan files (below a known stream's next id) into
 //! garbage and unlinks them (the syncer's two-phase order), and flags rows whose files are
-//! gone. It never touches a file whose length or hash is wrong: that is evidence, reported only.
+//! gone; files at or past a next id, or of unknown streams, are left to the syncer's recovery. It never touches a file whose length or hash is wrong: that is evidence, reported only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -148,16 +149,6 @@ impl ViolationKind {
             ViolationKind::AbandonedFile => "abandoned_file",
             ViolationKind::UnknownStreamFile => "unknown_stream_file",
         }
-    }
-
-    /// True for the stray files [`repair`] turns into garbage.
-    fn is_stray_file(self) -> bool {
-        matches!(
-            self,
-            ViolationKind::OrphanFile
-                | ViolationKind::AbandonedFile
-                | ViolationKind::UnknownStreamFile
-        )
     }
 }
 
@@ -742,6 +733,13 @@ pub struct RepairReport {
 /// Applies the safe fixes for `report`'s violations (see the module doc). The caller holds the
 /// sample dir's lock; no syncer runs.
 ///
+/// Refused ([`Error::RepairRefused`]) unless the sample dir's meta matches the database: a
+/// database restored from an older backup, or another data dir's, does not know the newer
+/// files, and "fixing" them would unlink the archive. Even with a matching meta, only orphans
+/// (files below a known stream's next id) are trashed: a file at or past the next id, or of a
+/// stream the database does not know, could belong to a newer database, so it is left to the
+/// syncer's recovery, which checks the meta itself.
+///
 /// Each violation's premise is re-verified against the database and directory as they are now
 /// before anything is changed, so a stale report cannot trash a committed recording's file.
 /// Stray files are handled as the syncer's garbage collection does: one transaction records
@@ -753,6 +751,10 @@ pub fn repair<D: Dir>(
     dir: &D,
     report: &CheckReport,
 ) -> Result<RepairReport, Error> {
+    let info = db.info()?;
+    meta::read_meta(dir)
+        .and_then(|m| m.check_against(info.db_uuid, info.dir_uuid, info.last_complete_open))
+        .map_err(|e| Error::RepairRefused(e.to_string()))?;
     let next_ids: BTreeMap<i32, i32> = db
         .streams()?
         .into_iter()
@@ -773,7 +775,10 @@ pub fn repair<D: Dir>(
         let id = CompositeId::parse_file_name(v.subject.as_bytes());
         match id {
             Some(id)
-                if v.kind.is_stray_file()
+                if v.kind == ViolationKind::OrphanFile
+                    && next_ids
+                        .get(&id.stream())
+                        .is_some_and(|&next| id.recording() < next)
                     && !rows.contains(&id)
                     && !garbage.contains(&id)
                     && names.contains(&v.subject) =>
@@ -792,18 +797,9 @@ pub fn repair<D: Dir>(
     }
 
     if !trash.is_empty() {
-        let mut advance: BTreeMap<i32, i32> = BTreeMap::new();
-        for id in &trash {
-            if let Some(&next) = next_ids.get(&id.stream())
-                && id.recording() >= next
-            {
-                let n = advance.entry(id.stream()).or_insert(next);
-                *n = (*n).max(id.recording() + 1);
-            }
-        }
+        // Orphans are below their stream's next id: no id advances.
         db.commit_batch(&FlushBatch {
             new_garbage: trash.iter().copied().collect(),
-            next_recording_ids: advance.into_iter().collect(),
             ..Default::default()
         })?;
         for &id in &trash {

@@ -43,6 +43,14 @@ pub enum Error {
     /// Fatal: the syncer's state contradicts the disk (e.g. `EEXIST` creating a new id).
     #[error("bug: {0}")]
     Bug(String),
+    /// `check --repair` on a sample dir whose meta does not match the database: the database
+    /// may be an older backup or another dir's, and would take newer recordings for strays.
+    #[error(
+        "repair refused: the sample dir does not belong to this database ({0}); a database \
+         restored from an older backup or another data dir's would unlink recordings it does \
+         not know. Nothing was changed"
+    )]
+    RepairRefused(String),
     #[error("the syncer is shutting down")]
     ShuttingDown,
     /// A camera name or setting was refused; nothing changed.

@@ -445,7 +445,7 @@ fn live_check_forgives_a_recording_deleted_while_checking() {
 }
 
 #[test]
-fn repair_trashes_stray_files_and_marks_missing_ones_then_checks_clean() {
+fn repair_trashes_orphans_marks_missing_files_and_leaves_newer_ids_to_recovery() {
     let fx = fixture();
     let fs = &fx.env.fs;
     let abandoned = CompositeId::new(fx.stream, 9);
@@ -467,7 +467,6 @@ fn repair_trashes_stray_files_and_marks_missing_ones_then_checks_clean() {
 
     let mut db = open_db(&fx.env);
     let rep = repair(&mut db, fs, &r).unwrap();
-    assert!(rep.left.is_empty(), "{:?}", rep.left);
     let mut actions: Vec<_> = rep
         .actions
         .iter()
@@ -478,18 +477,29 @@ fn repair_trashes_stray_files_and_marks_missing_ones_then_checks_clean() {
         actions,
         vec![
             (RepairActionKind::TrashedFile, fx.discarded.to_string()),
-            (RepairActionKind::TrashedFile, abandoned.to_string()),
-            (RepairActionKind::TrashedFile, unknown.to_string()),
             (RepairActionKind::MarkedFileMissing, fx.ids[1].to_string()),
         ]
     );
-    assert_eq!(sample_files(fs), vec![fx.ids[0], fx.ids[2]]);
+    // A file at or past the next id, or of an unknown stream, could be a newer database's:
+    // repair leaves it (and the id) alone.
+    let left: Vec<_> = rep.left.iter().map(|v| v.subject.clone()).collect();
+    assert_eq!(left, vec![abandoned.to_string(), unknown.to_string()]);
+    assert_eq!(
+        sample_files(fs),
+        vec![fx.ids[0], fx.ids[2], abandoned, unknown]
+    );
     assert!(db.garbage().unwrap().is_empty());
-    // The abandoned id is never handed out again.
-    assert_eq!(db.streams().unwrap()[0].next_recording_id, 10);
+    assert_eq!(db.streams().unwrap()[0].next_recording_id, 4);
     let row = &db.recordings(None).unwrap()[1];
     assert_eq!(row.flags & FLAG_FILE_MISSING, FLAG_FILE_MISSING);
+    drop(db);
 
+    // The syncer's recovery, which checks the meta itself, collects the rest, and never hands
+    // out the abandoned id again.
+    let mut s = start(&fx.env).unwrap();
+    let (id, _) = record(&mut s, &fx.env.clock, fx.stream, 0, T0, 3, 100).unwrap();
+    assert_eq!(id, CompositeId::new(fx.stream, 10));
+    s.shutdown().unwrap();
     let r = run_check(&fx.env, HASH);
     assert!(r.is_clean(), "{:?}", r.violations);
     assert!(
@@ -499,11 +509,60 @@ fn repair_trashes_stray_files_and_marks_missing_ones_then_checks_clean() {
         "{:?}",
         r.notes
     );
-    // And the syncer starts on the repaired dir and records past the trashed ids.
+}
+
+/// A database restored from an older backup does not know the newer recordings: check says so
+/// first, and repair refuses rather than unlinking them as strays.
+#[test]
+fn repair_refuses_a_database_older_than_the_sample_dir() {
+    let fx = fixture();
+    let backup = tmpdir();
+    let backup_db = backup.path().join("db.sqlite3");
+    copy_db(&fx.env.db_path(), &backup_db);
     let mut s = start(&fx.env).unwrap();
-    let (id, _) = record(&mut s, &fx.env.clock, fx.stream, 0, T0, 3, 100).unwrap();
-    assert_eq!(id, CompositeId::new(fx.stream, 10));
+    let mut newer = Vec::new();
+    let mut t = T0 + Duration(3_000_000);
+    for run_offset in 0..2 {
+        let (id, end) = record(&mut s, &fx.env.clock, fx.stream, run_offset, t, 5, 300).unwrap();
+        newer.push(id);
+        t = end;
+    }
     s.shutdown().unwrap();
+    drop(s);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fx.env.db_path().display()));
+    }
+    copy_db(&backup_db, &fx.env.db_path());
+    let files_before = sample_files(&fx.env.fs);
+
+    let r = run_check(&fx.env, PLAIN);
+    assert_eq!(r.violations[0].kind, ViolationKind::MetaMismatch, "{r:?}");
+    assert!(
+        found(&r).contains(&(ViolationKind::AbandonedFile, newer[0].to_string())),
+        "{r:?}"
+    );
+    let err = repair(&mut open_db(&fx.env), &fx.env.fs, &r).unwrap_err();
+    assert!(matches!(err, syncer::Error::RepairRefused(_)), "{err}");
+    assert!(err.to_string().contains("older backup"), "{err}");
+    assert_eq!(sample_files(&fx.env.fs), files_before);
+    for id in newer {
+        assert!(files_before.contains(&id));
+    }
+    assert!(open_db(&fx.env).garbage().unwrap().is_empty());
+}
+
+/// Another data dir's database: nothing of this dir is touched.
+#[test]
+fn repair_refuses_another_data_dirs_database() {
+    let fx = fixture();
+    let other = fixture();
+    copy_db(&other.env.db_path(), &fx.env.db_path());
+    let files_before = sample_files(&fx.env.fs);
+    let r = run_check(&fx.env, PLAIN);
+    assert_eq!(r.violations[0].kind, ViolationKind::MetaMismatch, "{r:?}");
+    let err = repair(&mut open_db(&fx.env), &fx.env.fs, &r).unwrap_err();
+    assert!(matches!(err, syncer::Error::RepairRefused(_)), "{err}");
+    assert_eq!(sample_files(&fx.env.fs), files_before);
 }
 
 #[test]
