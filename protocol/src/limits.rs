@@ -36,3 +36,17 @@ pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
 
 /// Largest sample entry box accepted, in bytes.
 pub const MAX_SAMPLE_ENTRY_BYTES: usize = 64 << 10;
+
+/// Earliest recording start accepted, 90 kHz since the Unix epoch: 2000-01-01 00:00 UTC. A
+/// camera clock before it is wrong, and a writer's time model starts from the local clock.
+pub const MIN_START_90K: i64 = 946_684_800 * TIME_UNITS_PER_SEC;
+
+/// Latest recording start accepted, 90 kHz since the Unix epoch: 2200-01-01 00:00 UTC. Far
+/// enough that any real clock is below it, near enough that a start plus any duration or delta
+/// the other limits allow cannot overflow.
+pub const MAX_START_90K: i64 = 7_258_118_400 * TIME_UNITS_PER_SEC;
+
+/// Largest difference between a recording's local-clock start and its start, 90 kHz, either
+/// way: a day. Within a run the two drift apart by at most the 500 ppm the wall correction
+/// leaves; a writer starts a new run long before a day's difference.
+pub const MAX_LOCAL_TIME_DELTA_90K: i64 = 24 * 60 * 60 * TIME_UNITS_PER_SEC;

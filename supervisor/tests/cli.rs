@@ -187,6 +187,28 @@ fn init_creates_a_data_dir_then_finds_it_initialized() {
     nvr(&empty, &["init"]).ok();
 }
 
+/// The database holds every camera's credentials: after `init` and offline commands the data
+/// dir is 0700 and every file in it 0600, and `init` tightens a dir an older version left open.
+#[test]
+fn the_data_dir_and_everything_in_it_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, d) = data_dir(&[("cam", &["--source", "synthetic:"])]);
+    nvr(&d, &["camera", "list"]).ok();
+    nvr(&d, &["recordings", "--json"]).ok();
+    assert!(d.db_path().exists());
+    let bad = e2e::not_private(&d);
+    assert!(bad.is_empty(), "{bad:?}");
+
+    let open = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(&d.root, open.clone()).unwrap();
+    std::fs::set_permissions(d.sample_dir_path(), open).unwrap();
+    std::fs::set_permissions(d.db_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(e2e::not_private(&d).len(), 3);
+    nvr(&d, &["init"]).ok();
+    let bad = e2e::not_private(&d);
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
 #[test]
 fn init_refuses_a_directory_that_holds_something_else() {
     let tmp = tempfile::tempdir().unwrap();

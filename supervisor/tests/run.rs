@@ -63,8 +63,13 @@ fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
             .any(|(_, c)| c.contains("nvr-syncer --data-dir")),
         "{procs:?}"
     );
+    // While running (database, WAL, SHM, socket, state, sample files) and after: private.
+    let bad = e2e::not_private(&d);
+    assert!(bad.is_empty(), "{bad:?}");
     nvr.signal(Signal::SIGTERM);
     assert!(nvr.wait(Duration::from_secs(60)).success());
+    let bad = e2e::not_private(&d);
+    assert!(bad.is_empty(), "{bad:?}");
     assert!(
         pids_mentioning(&needle).is_empty(),
         "{:?}",

@@ -22,9 +22,12 @@ use nix::sys::stat::Mode;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
     ReadOnly,
-    /// A separate open file description used by a writer: it has its own offset and does not
-    /// share fsync error state with the syncer's descriptor (never a `dup`).
-    WriteOnly,
+    /// The ingest's descriptor: write-only and `O_APPEND`, a separate open file description
+    /// (never a `dup`: it has its own offset and does not share fsync error state with the
+    /// syncer's descriptor). Every write lands at the end of the file, even a `pwrite` at an
+    /// offset (Linux ignores the offset under `O_APPEND`), so bytes already reported cannot be
+    /// overwritten through it, and a salvage's truncation is where the next write goes.
+    Append,
     ReadWrite,
 }
 
@@ -196,7 +199,7 @@ impl Dir for RealDir {
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<File> {
         let flags = match mode {
             OpenMode::ReadOnly => OFlag::O_RDONLY,
-            OpenMode::WriteOnly => OFlag::O_WRONLY,
+            OpenMode::Append => OFlag::O_WRONLY | OFlag::O_APPEND,
             OpenMode::ReadWrite => OFlag::O_RDWR,
         };
         self.open_at(name, flags)

@@ -20,6 +20,20 @@ use crate::meta::{self, DirMeta, MetaError};
 pub const DB_FILE_NAME: &str = "db.sqlite3";
 pub const SAMPLE_DIR_NAME: &str = "sample";
 
+/// The mode of the data dir and the sample dir: only their owner may enter them. The database
+/// holds every camera's credentials, and the sample files are the footage.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode of every file in a data dir (database, WAL, SHM, meta, sample files, state).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Sets the process umask to `0o077`, so that whatever the process creates in a data dir
+/// (SQLite's WAL and SHM, `supervisor.json`, the admin socket) is its owner's alone. Every
+/// binary that touches a data dir calls this first: a mode is decided by whoever creates the
+/// file.
+pub fn set_private_umask() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
 /// A sample file's name: its composite id as 16 lowercase hex digits.
 pub fn sample_file_name(id: CompositeId) -> String {
     id.to_string()
@@ -65,12 +79,46 @@ impl DataDir {
         Ok(dir)
     }
 
-    /// Creates the data dir if needed and initializes it; see [`init`].
+    /// Creates the data dir if needed and initializes it; see [`init`]. The data dir ends up
+    /// private ([`DataDir::make_private`]).
     pub fn init(&self) -> Result<InitOutcome, Error> {
         let sample = self.sample_dir_path();
         std::fs::create_dir_all(&sample).map_err(|e| Error::io("create", sample.display(), e))?;
+        self.make_private()?;
         let dir = self.lock_sample_dir()?;
-        init(&dir, &self.db_path())
+        let outcome = init(&dir, &self.db_path())?;
+        self.make_private()?;
+        Ok(outcome)
+    }
+
+    /// Makes the data dir and sample dir [`PRIVATE_DIR_MODE`] and the database, its WAL and
+    /// SHM [`PRIVATE_FILE_MODE`], whatever an earlier version, a restore or a hand-made dir
+    /// left. SQLite creates the WAL and SHM with the database's own mode, so once the database
+    /// is private they are too. Files that do not exist are skipped.
+    pub fn make_private(&self) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let dirs = [self.root.clone(), self.sample_dir_path()];
+        let files = ["", "-wal", "-shm"].map(|suffix| {
+            let mut p = self.db_path().into_os_string();
+            p.push(suffix);
+            PathBuf::from(p)
+        });
+        let wanted = dirs
+            .iter()
+            .map(|d| (d, PRIVATE_DIR_MODE))
+            .chain(files.iter().map(|f| (f, PRIVATE_FILE_MODE)));
+        for (path, mode) in wanted {
+            let meta = match std::fs::symlink_metadata(path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", path.display(), e)),
+            };
+            if meta.permissions().mode() & 0o7777 != mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| Error::io("chmod", path.display(), e))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -188,6 +188,7 @@ where
     P: FnOnce(&mut Database) -> Result<(), Error>,
 {
     let dir = Arc::new((seams.wrap_dir)(data_dir.lock_sample_dir()?));
+    data_dir.make_private()?;
     // Startup never fails only because the disk is full: make room for the database first.
     let low = opts.syncer.reserve_bytes.max(1 << 20);
     match crate::reserve::release_if_low(&*dir, low) {

@@ -601,7 +601,7 @@ impl SimFile {
     fn check_writable(&self) -> io::Result<()> {
         match self.mode {
             OpenMode::ReadOnly => Err(Errno::EBADF.into()),
-            OpenMode::WriteOnly | OpenMode::ReadWrite => Ok(()),
+            OpenMode::Append | OpenMode::ReadWrite => Ok(()),
         }
     }
 }
@@ -611,6 +611,9 @@ impl DirFile for SimFile {
         let (mut st, fault) = begin(&self.state, OpKind::Write, Some(&self.name));
         injected(fault)?;
         self.check_writable()?;
+        if self.mode == OpenMode::Append {
+            self.offset = st.inode(self.ino).current.len() as u64;
+        }
         let op = DataOp::Write {
             offset: self.offset,
             bytes: buf.to_vec(),
@@ -624,6 +627,11 @@ impl DirFile for SimFile {
         let (mut st, fault) = self.begin(OpKind::WriteAt);
         injected(fault)?;
         self.check_writable()?;
+        // Like Linux: under O_APPEND, pwrite ignores its offset.
+        let offset = match self.mode {
+            OpenMode::Append => st.inode(self.ino).current.len() as u64,
+            _ => offset,
+        };
         let op = DataOp::Write {
             offset,
             bytes: buf.to_vec(),
@@ -634,7 +642,7 @@ impl DirFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let (st, fault) = self.begin(OpKind::ReadAt);
         injected(fault)?;
-        if self.mode == OpenMode::WriteOnly {
+        if self.mode == OpenMode::Append {
             return Err(Errno::EBADF.into());
         }
         let data = &st.inode(self.ino).current;
@@ -974,7 +982,7 @@ mod tests {
         assert_eq!(errno(ro.write(b"x").unwrap_err()), Errno::EBADF);
         assert_eq!(errno(ro.write_all_at(b"x", 0).unwrap_err()), Errno::EBADF);
         assert_eq!(errno(ro.set_len(1).unwrap_err()), Errno::EINVAL);
-        let wo = fs.open("a", OpenMode::WriteOnly).unwrap();
+        let wo = fs.open("a", OpenMode::Append).unwrap();
         assert_eq!(
             errno(wo.read_at(&mut [0u8; 1], 0).unwrap_err()),
             Errno::EBADF

@@ -549,7 +549,7 @@ impl<D: Dir> Syncer<D> {
                 return Err(err);
             }
         };
-        let writer = match dir.open(&name, OpenMode::WriteOnly) {
+        let writer = match dir.open(&name, OpenMode::Append) {
             Ok(w) => w,
             Err(e) => {
                 s.inflight.insert(id.recording(), InFlight::Discarded);
@@ -595,6 +595,9 @@ impl<D: Dir> Syncer<D> {
                 result = Err(reason);
                 break;
             }
+        }
+        if result.is_ok() {
+            result = check_start(&times);
         }
         g.times = Some(times);
         if result.is_ok() {
@@ -650,6 +653,7 @@ impl<D: Dir> Syncer<D> {
             };
             let media = g.samples.media_duration_90k() + i64::from(last);
             let wall = i64::from(req.times.wall_duration_90k);
+            check_start(&req.times)?;
             check_times(media, wall)?;
             let expected = s.run.and_then(|t| t.expected_start);
             if g.run_offset > 0 && expected != Some(req.times.start) {
@@ -1265,6 +1269,27 @@ impl<D: Dir> Syncer<D> {
 }
 
 /// Wall and media durations (90 kHz) must agree within the 500 ppm correction and the limit.
+/// The start and local-time delta a writer reports are within `protocol::limits`, so that no
+/// arithmetic on them (end times, listings) can overflow.
+fn check_start(times: &RecordingTimes) -> Result<(), String> {
+    let start = times.start.0;
+    if !(limits::MIN_START_90K..=limits::MAX_START_90K).contains(&start) {
+        return Err(format!(
+            "start {start} is outside {}..={} (years 2000 to 2200)",
+            limits::MIN_START_90K,
+            limits::MAX_START_90K
+        ));
+    }
+    let delta = times.local_time_delta_90k;
+    if delta.unsigned_abs() > limits::MAX_LOCAL_TIME_DELTA_90K.unsigned_abs() {
+        return Err(format!(
+            "local time delta {delta} exceeds the maximum {}",
+            limits::MAX_LOCAL_TIME_DELTA_90K
+        ));
+    }
+    Ok(())
+}
+
 fn check_times(media_90k: i64, wall_90k: i64) -> Result<(), String> {
     if media_90k > limits::MAX_MEDIA_DURATION_90K || wall_90k > limits::MAX_WALL_DURATION_90K {
         return Err(format!(

@@ -87,3 +87,40 @@ fn records_on_a_real_directory_and_holds_the_lock() {
     assert_eq!(rows[0].blake3, *blake3::hash(&on_disk).as_bytes());
     assert_eq!((rows[0].start, rows[0].wall_duration_90k), (start_t, 9000));
 }
+
+/// The writer's descriptor is `O_APPEND`: a hostile ingest's `pwrite` over bytes it already
+/// reported lands at the end instead, so the reported prefix (and the hash the syncer will
+/// compute of it) cannot change through that descriptor.
+#[test]
+fn the_writer_descriptor_cannot_overwrite_written_bytes() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    let mut s = start(&d);
+    let stream = s
+        .add_stream(
+            "cam",
+            StreamConfig {
+                source: "synthetic:".into(),
+                retain_bytes: 1 << 30,
+                flush_if_sec: 0,
+                rotate_sec: 60,
+            },
+        )
+        .unwrap();
+    let entry = s
+        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
+        .unwrap();
+    let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
+    write_all(&mut w, &[7u8; 1000]).unwrap();
+    let flags = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+    assert!(flags.contains(nix::fcntl::OFlag::O_APPEND), "{flags:?}");
+    assert!(flags.contains(nix::fcntl::OFlag::O_WRONLY), "{flags:?}");
+
+    FileExt::write_all_at(&w, b"overwrite", 0).unwrap();
+    let on_disk = std::fs::read(d.sample_dir_path().join(sample_file_name(id))).unwrap();
+    assert_eq!(&on_disk[..1000], &[7u8; 1000][..]);
+    assert_eq!(&on_disk[1000..], b"overwrite");
+}

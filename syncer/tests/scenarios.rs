@@ -5,7 +5,7 @@ mod support;
 
 use nix::errno::Errno;
 use protocol::clock::Clock;
-use protocol::{CompositeId, Duration};
+use protocol::{CompositeId, Duration, Time};
 use std::sync::Arc;
 use support::*;
 use syncer::db::Database;
@@ -17,7 +17,7 @@ use syncer::{Error, Syncer};
 /// Writes `bytes` at `offset` of a recording's file behind the writer's and syncer's backs.
 fn tamper(env: &Env, id: CompositeId, offset: u64, bytes: &[u8]) {
     env.fs
-        .open(&sample_file_name(id), syncer::fs::OpenMode::WriteOnly)
+        .open(&sample_file_name(id), syncer::fs::OpenMode::ReadWrite)
         .unwrap()
         .write_all_at(bytes, offset)
         .unwrap();
@@ -545,6 +545,49 @@ fn pts_going_backwards_is_rejected_and_discards() {
     assert!(e.to_string().contains("duration"), "{e}");
     poll(&mut s).unwrap();
     assert!(s.db().recordings(None).unwrap().is_empty());
+}
+
+/// Times near `i64::MAX` (or before 2000, or a local delta of years) are refused with a typed
+/// rejection naming the limit, at a report and at close, instead of being stored (or
+/// overflowing `start + wall`); the stream records on afterwards.
+#[test]
+fn absurd_times_are_rejected_at_report_and_close() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    for (start, delta) in [
+        (Time(i64::MAX - 10), 0),
+        (Time(i64::MIN), 0),
+        (Time(syncer::limits::MIN_START_90K - 1), 0),
+        (Time(syncer::limits::MAX_START_90K + 1), 0),
+        (T0, i64::MAX),
+        (T0, -syncer::limits::MAX_LOCAL_TIME_DELTA_90K - 1),
+    ] {
+        for at_close in [false, true] {
+            let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+            w.write_sample(&env.clock, 100);
+            w.write_sample(&env.clock, 100);
+            w.start = start;
+            w.set_local_time_delta(delta);
+            let e = if at_close {
+                w.close(&mut s).map(|_| ())
+            } else {
+                w.report(&mut s)
+            }
+            .unwrap_err();
+            assert!(matches!(e, syncer::Error::Rejected { .. }), "{e}");
+            let text = e.to_string();
+            assert!(
+                text.contains("outside") || text.contains("local time delta"),
+                "{text}"
+            );
+        }
+    }
+    poll(&mut s).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+    let (id, _) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    assert_eq!(recording_ids(s.db()), vec![id]);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
 
 /// Crash points of kind `Commit` (SQLite COMMITs) in the trace so far.

@@ -287,3 +287,32 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Everything in the data dir, with its mode, that is not its owner's alone: directories must
+/// be 0700, regular files 0600, and anything else (the admin socket) closed to group and
+/// others. Empty when the data dir is private.
+pub fn not_private(d: &DataDir) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut bad = Vec::new();
+    let mut check = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        let mode = m.permissions().mode() & 0o7777;
+        let ok = if m.is_dir() {
+            mode == syncer::layout::PRIVATE_DIR_MODE
+        } else if m.file_type().is_file() {
+            mode == syncer::layout::PRIVATE_FILE_MODE
+        } else {
+            m.file_type().is_socket() && mode & 0o077 == 0
+        };
+        if !ok {
+            bad.push(format!("{} is {mode:o}", p.display()));
+        }
+    };
+    check(&d.root);
+    for dir in [d.root.clone(), d.sample_dir_path()] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            check(&e.unwrap().path());
+        }
+    }
+    bad
+}

@@ -8,6 +8,7 @@ use supervisor::commands;
 use syncer::layout::DataDir;
 
 fn main() -> ExitCode {
+    syncer::layout::set_private_umask();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

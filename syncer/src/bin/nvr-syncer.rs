@@ -39,6 +39,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    syncer::layout::set_private_umask();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

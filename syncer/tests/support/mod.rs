@@ -147,6 +147,7 @@ pub struct Writer {
     samples: u32,
     unreported: Vec<SampleReport>,
     pub start: Time,
+    local_time_delta_90k: i64,
     bytes: u64,
 }
 
@@ -166,8 +167,14 @@ impl Writer {
             samples: 0,
             unreported: Vec::new(),
             start,
+            local_time_delta_90k: 0,
             bytes: 0,
         })
+    }
+
+    /// The local time delta the next report or close claims.
+    pub fn set_local_time_delta(&mut self, delta_90k: i64) {
+        self.local_time_delta_90k = delta_90k;
     }
 
     /// Writes one sample of `len` bytes (key frame every 10th).
@@ -199,7 +206,7 @@ impl Writer {
         RecordingTimes {
             start: self.start,
             wall_duration_90k: media_90k as i32,
-            local_time_delta_90k: 0,
+            local_time_delta_90k: self.local_time_delta_90k,
         }
     }
 
