@@ -19,17 +19,8 @@ fn start(d: &DataDir) -> Syncer<syncer::fs::RealDir> {
         .0
 }
 
-#[test]
-fn records_on_a_real_directory_and_holds_the_lock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = DataDir::new(tmp.path().join("data"));
-    d.init().unwrap();
-    let mut s = start(&d);
-
-    // A second syncer on the same data dir is refused while the first runs.
-    let e = d.lock_sample_dir().unwrap_err();
-    assert!(e.to_string().contains("holds this data dir"), "{e}");
-
+/// Adds stream "cam" and a sample entry; returns their ids.
+fn add_camera(s: &mut Syncer<syncer::fs::RealDir>) -> (i32, i32) {
     let stream = s
         .add_stream(
             "cam",
@@ -44,6 +35,21 @@ fn records_on_a_real_directory_and_holds_the_lock() {
     let entry = s
         .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
         .unwrap();
+    (stream, entry)
+}
+
+#[test]
+fn records_on_a_real_directory_and_holds_the_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    let mut s = start(&d);
+
+    // A second syncer on the same data dir is refused while the first runs.
+    let e = d.lock_sample_dir().unwrap_err();
+    assert!(e.to_string().contains("holds this data dir"), "{e}");
+
+    let (stream, entry) = add_camera(&mut s);
     let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
     let frames: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 1000]).collect();
     let mut hasher = blake3::Hasher::new();
@@ -98,20 +104,7 @@ fn the_writer_descriptor_cannot_overwrite_written_bytes() {
     let d = DataDir::new(tmp.path().join("data"));
     d.init().unwrap();
     let mut s = start(&d);
-    let stream = s
-        .add_stream(
-            "cam",
-            StreamConfig {
-                source: "synthetic:".into(),
-                retain_bytes: 1 << 30,
-                flush_if_sec: 0,
-                rotate_sec: 60,
-            },
-        )
-        .unwrap();
-    let entry = s
-        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
-        .unwrap();
+    let (stream, entry) = add_camera(&mut s);
     let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
     write_all(&mut w, &[7u8; 1000]).unwrap();
     let flags = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETFL).unwrap();
