@@ -28,7 +28,9 @@
 //! [`repair`] needs the data dir locked (no syncer running) and refuses a dir whose meta does
 //! not match the database. It only turns orphan files (below a known stream's next id) into
 //! garbage and unlinks them (the syncer's two-phase order), and flags rows whose files are
-//! gone; files at or past a next id, or of unknown streams, are left to the syncer's recovery. It never touches a file whose length or hash is wrong: that is evidence, reported only.
+//! gone; files at or past a next id, or of unknown streams, are left to the syncer's
+//! recovery. It never touches a file whose length or hash is wrong: that is evidence, reported
+//! only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

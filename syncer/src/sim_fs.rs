@@ -990,6 +990,21 @@ mod tests {
         assert_eq!(fs.list().unwrap(), ["a"]);
     }
 
+    /// Like Linux's `O_APPEND`: writes and `pwrite`s through the writer's descriptor land at
+    /// the end, so the bytes before it cannot be overwritten through it.
+    #[test]
+    fn append_descriptor_writes_only_at_the_end() {
+        let fs = SimFs::new();
+        let own = fs.create_new("a").unwrap();
+        own.write_all_at(b"abc", 0).unwrap();
+        let mut w = fs.open("a", OpenMode::Append).unwrap();
+        assert_eq!(w.write(b"d").unwrap(), 1);
+        w.write_all_at(b"e", 0).unwrap();
+        own.set_len(2).unwrap();
+        assert_eq!(w.write(b"f").unwrap(), 1);
+        assert_eq!(fs.read_current("a").unwrap(), b"abf");
+    }
+
     #[test]
     fn stat_rounds_allocation_up_and_adds_extra() {
         let fs = SimFs::new();
