@@ -13,9 +13,12 @@
 //! # Pairing answers with requests
 //!
 //! `AddSampleEntry` and `OpenRecording` are answered at once, in order, so the client waits
-//! for the answer right after sending them; `Committed`, `Accepted` and `CloseFailed` arriving
-//! meanwhile are taken in passing, each naming its recording, so none can be mistaken for the
-//! answer to another request. `CloseFailed` (the recording's fsync failed; the syncer discards
+//! for the answer right after sending them; `Committed`, `Progressed`, `Accepted` and
+//! `CloseFailed` arriving meanwhile are taken in passing, each naming its recording, so none
+//! can be mistaken for the answer to another request. `Progressed` must name the growing
+//! recording (or the closing one, whose last reports may be answered after its close was
+//! sent) and acknowledge no more than was reported; the latest acknowledgement of the growing
+//! recording is kept for [`SyncerLink::wait_acknowledged`]. `CloseFailed` (the recording's fsync failed; the syncer discards
 //! it) ends the outstanding close like `Accepted` does, and is logged: the connection and the
 //! growing recording go on, since only that recording is lost (DESIGN.md, failure handling). A
 //! descriptor is accepted only with `Opened`; anything else carrying one, and any answer nobody
@@ -41,6 +44,14 @@ use crate::writer::{Close, LinkError, SyncerLink};
 /// blocks on a full socket buffer, which is harmless: only pushed notices can pile up).
 const INCOMING_QUEUE: usize = 64;
 
+/// The write window of the growing recording, as the client has seen it.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    id: CompositeId,
+    reported_bytes: u64,
+    acknowledged_bytes: u64,
+}
+
 /// What the reader thread hands over.
 enum Incoming {
     Frame(IngestReply, Option<OwnedFd>),
@@ -56,6 +67,9 @@ pub struct Client {
     hello: HelloReply,
     /// The recording whose close was sent and not yet accepted.
     closing: Option<CompositeId>,
+    /// The growing recording (opened, close not sent), with the offset of its last report
+    /// sent and of the syncer's last acknowledgement.
+    growing: Option<Window>,
     /// Recordings the syncer reported committed on this connection.
     committed: u64,
     /// Why the connection was lost, once it was: every later call fails with it.
@@ -93,6 +107,7 @@ impl Client {
             incoming,
             hello,
             closing: None,
+            growing: None,
             committed: 0,
             lost: None,
         })
@@ -106,6 +121,15 @@ impl Client {
     /// How many recordings the syncer reported committed (durable) on this connection so far.
     pub fn committed_recordings(&self) -> u64 {
         self.committed
+    }
+
+    /// The window of `id`, which the writer says is growing.
+    fn growing_window(&mut self, id: CompositeId) -> &mut Window {
+        let growing = self.growing;
+        match &mut self.growing {
+            Some(w) if w.id == id => w,
+            _ => panic!("{id} is not the growing recording ({growing:?})"),
+        }
     }
 
     /// Records that the connection is lost and returns the error for it.
@@ -175,6 +199,10 @@ impl Client {
                 debug!(?ids, total = self.committed, "committed");
                 Ok(None)
             }
+            IngestReply::Progressed { id, written_bytes } => {
+                self.acknowledge(id, written_bytes)?;
+                Ok(None)
+            }
             IngestReply::Accepted { id } => {
                 if self.closing != Some(id) {
                     return Err(self.violation(format!(
@@ -200,6 +228,25 @@ impl Client {
                 Err(self.lose(format!("the syncer refused a request: {message}")))
             }
             other => Ok(Some((other, fd))),
+        }
+    }
+
+    /// Takes in an acknowledgement of a report of `id` through `written_bytes`.
+    fn acknowledge(&mut self, id: CompositeId, written_bytes: u64) -> Result<(), LinkError> {
+        match &mut self.growing {
+            Some(w) if w.id == id && written_bytes <= w.reported_bytes => {
+                w.acknowledged_bytes = w.acknowledged_bytes.max(written_bytes);
+                Ok(())
+            }
+            // The close carries the rest; its earlier reports may be answered after it.
+            _ if self.closing == Some(id) => Ok(()),
+            growing => {
+                let growing = *growing;
+                Err(self.violation(format!(
+                    "acknowledged recording {id} through offset {written_bytes}, but the growing \
+                     recording is {growing:?}"
+                )))
+            }
         }
     }
 
@@ -268,6 +315,11 @@ impl SyncerLink for Client {
             sample_entry_id,
         })? {
             (IngestReply::Opened { id }, Some(fd)) if id.stream() == self.hello.stream_id => {
+                self.growing = Some(Window {
+                    id,
+                    reported_bytes: 0,
+                    acknowledged_bytes: 0,
+                });
                 Ok((id, File::from(fd)))
             }
             (IngestReply::Opened { id }, Some(_)) => Err(self.violation(format!(
@@ -287,9 +339,23 @@ impl SyncerLink for Client {
         id: CompositeId,
         samples: Vec<SampleReport>,
         times: RecordingTimes,
+        written_bytes: u64,
     ) -> Result<(), LinkError> {
         self.poll()?;
-        self.send(&IngestRequest::Progress { id, samples, times })
+        let window = self.growing_window(id);
+        assert!(
+            written_bytes >= window.reported_bytes,
+            "report of {id} through {written_bytes} after one through {}",
+            window.reported_bytes
+        );
+        self.send(&IngestRequest::Progress {
+            id,
+            samples,
+            times,
+            written_bytes,
+        })?;
+        self.growing_window(id).reported_bytes = written_bytes;
+        Ok(())
     }
 
     fn close(&mut self, close: Close) -> Result<(), LinkError> {
@@ -310,6 +376,7 @@ impl SyncerLink for Client {
             writer_blake3: close.writer_blake3,
         })?;
         self.closing = Some(id);
+        self.growing = None;
         Ok(())
     }
 
@@ -328,6 +395,34 @@ impl SyncerLink for Client {
             let Some(frame) = self.recv(Some(deadline))? else {
                 return Err(LinkError::AcceptTimeout {
                     id,
+                    waited: timeout,
+                });
+            };
+            if let Some((other, _)) = self.take(frame)? {
+                return Err(self.violation(format!("{other:?} answers no request")));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_acknowledged(
+        &mut self,
+        id: CompositeId,
+        written_bytes: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), LinkError> {
+        let window = *self.growing_window(id);
+        assert!(
+            written_bytes <= window.reported_bytes,
+            "waiting for {id} through {written_bytes}, reported only through {}",
+            window.reported_bytes
+        );
+        let deadline = Instant::now() + timeout;
+        while self.growing_window(id).acknowledged_bytes < written_bytes {
+            let Some(frame) = self.recv(Some(deadline))? else {
+                return Err(LinkError::AcknowledgeTimeout {
+                    id,
+                    written_bytes,
                     waited: timeout,
                 });
             };

@@ -18,8 +18,19 @@
 //! time is [`PROGRESS_INTERVAL`] or more after the previous report's (or before it: the clock
 //! was set back). With key frames every few seconds at most, as cameras send them, that bounds
 //! what a crash of the ingest loses to about one second (DESIGN.md, "Loss windows") at about
-//! one small message a second. Each report carries every written sample not yet reported, and
-//! the time model for them with the last sample's duration counted as 0.
+//! one small message a second. Each report carries every written sample not yet reported, the
+//! time model for them with the last sample's duration counted as 0, and the file offset they
+//! end at.
+//!
+//! # Write window
+//!
+//! The syncer answers each report ([`SyncerLink::wait_acknowledged`]), and the file never grows
+//! past the last acknowledged offset plus [`WRITE_WINDOW_BYTES`]: a frame that would take it
+//! further is first reported with everything before it, if it was not yet, and then written
+//! only once the syncer has acknowledged enough (waiting up to the accept timeout, past which
+//! the link has failed). The syncer checks files against this window, so however long it
+//! stalls, an honest writer is never mistaken for one that writes past its budget; the window
+//! is large enough that an ordinary stall never makes the writer wait.
 //!
 //! # Time model
 //!
@@ -87,7 +98,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use protocol::limits::{
     MAX_RECORDING_BYTES, MAX_SAMPLE_ENTRIES_PER_STREAM, MAX_SAMPLES_PER_RECORDING,
-    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K,
+    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K, WRITE_WINDOW_BYTES,
 };
 use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::{Clock, CompositeId, Duration, RetryStopped, TIME_UNITS_PER_SEC, Time, retry};
@@ -109,8 +120,9 @@ pub const MAX_ROTATE_SEC: u32 = 270;
 /// Longest local time between two progress reports of a recording (see the module docs).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long the writer waits for the syncer to accept a close before it sends the next close
-/// (see [`WriterConfig::accept_timeout`]).
+/// How long the writer waits for the syncer to accept a close before it sends the next close,
+/// or to acknowledge a report before it writes past the window (see
+/// [`WriterConfig::accept_timeout`]).
 pub const DEFAULT_ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// End reasons this crate gives recordings (shown by `nvr recordings`). A rotation has none.
@@ -151,12 +163,25 @@ pub trait SyncerLink {
         sample_entry_id: i32,
     ) -> Result<(CompositeId, Self::File), LinkError>;
 
-    /// Reports samples written since the previous report; not answered.
+    /// Reports samples written since the previous report, which end at file offset
+    /// `written_bytes`. The syncer's acknowledgement arrives later (see
+    /// [`SyncerLink::wait_acknowledged`]).
     fn progress(
         &mut self,
         id: CompositeId,
         samples: Vec<SampleReport>,
         times: RecordingTimes,
+        written_bytes: u64,
+    ) -> Result<(), LinkError>;
+
+    /// Waits up to `timeout` until the syncer has acknowledged a report of `id` through file
+    /// offset `written_bytes` or further (at once if it has already). The writer calls it only
+    /// for an offset it has reported.
+    fn wait_acknowledged(
+        &mut self,
+        id: CompositeId,
+        written_bytes: u64,
+        timeout: std::time::Duration,
     ) -> Result<(), LinkError>;
 
     /// Sends the close of the growing recording. The writer calls it only when no other close
@@ -213,6 +238,17 @@ pub enum LinkError {
     #[error("the syncer did not accept recording {id} within {waited:?}")]
     AcceptTimeout {
         id: CompositeId,
+        waited: std::time::Duration,
+    },
+
+    /// The syncer did not acknowledge enough of a recording in time for the writer to write
+    /// on within the window.
+    #[error(
+        "the syncer did not acknowledge recording {id} through offset {written_bytes} within {waited:?}"
+    )]
+    AcknowledgeTimeout {
+        id: CompositeId,
+        written_bytes: u64,
         waited: std::time::Duration,
     },
 }
@@ -318,8 +354,9 @@ pub struct WriterConfig {
     /// Rotate at the first key frame this many seconds of media into a recording;
     /// `1..=MAX_ROTATE_SEC`.
     pub rotate_sec: u32,
-    /// How long to wait for the syncer to accept a close before sending the next one; past
-    /// it, [`LinkError::AcceptTimeout`].
+    /// How long to wait for the syncer to accept a close before sending the next one (past
+    /// it, [`LinkError::AcceptTimeout`]), or to acknowledge a report before writing past the
+    /// window ([`LinkError::AcknowledgeTimeout`]).
     pub accept_timeout: std::time::Duration,
 }
 
@@ -386,6 +423,8 @@ struct Recording<F> {
     last_pts_90k: i64,
     samples: u32,
     bytes: u64,
+    /// File offset through which samples were reported.
+    reported_bytes: u64,
     /// Minimum over the samples of local time minus the media duration before the sample.
     local_start: Time,
     /// Samples written but not yet reported, with pts relative to `first_pts_90k`.
@@ -646,6 +685,7 @@ impl<L: SyncerLink> Writer<L> {
             last_pts_90k: frame.pts_90k,
             samples: 0,
             bytes: 0,
+            reported_bytes: 0,
             local_start: frame.local_time,
             unreported: Vec::new(),
             last_report_local: frame.local_time,
@@ -657,6 +697,7 @@ impl<L: SyncerLink> Writer<L> {
     /// Writes `frame` into the growing recording (checked by `next_step`, or its first), then
     /// indexes it and reports progress if due.
     fn append(&mut self, frame: &Frame) -> Result<(), WriterError> {
+        self.wait_window(frame.data.len() as u64)?;
         let State::Open(r) = &mut self.state else {
             unreachable!("append without a growing recording");
         };
@@ -682,10 +723,40 @@ impl<L: SyncerLink> Writer<L> {
         if !due {
             return Ok(());
         }
-        let samples = mem::take(&mut r.unreported);
-        let times = r.times(media_90k);
         r.last_report_local = frame.local_time;
-        if let Err(e) = self.link.progress(id, samples, times) {
+        self.report()
+    }
+
+    /// Makes room in the write window for `bytes` more (see the module docs): reports what is
+    /// unreported if the syncer must acknowledge part of it, then waits for the syncer.
+    fn wait_window(&mut self, bytes: u64) -> Result<(), WriterError> {
+        let State::Open(r) = &self.state else {
+            unreachable!("write without a growing recording");
+        };
+        let (id, needed) = (r.id, (r.bytes + bytes).saturating_sub(WRITE_WINDOW_BYTES));
+        if needed == 0 {
+            return Ok(());
+        }
+        if needed > r.reported_bytes {
+            self.report()?;
+        }
+        debug!(recording = %id, needed, "write window full; waiting for the syncer");
+        match self.link.wait_acknowledged(id, needed, self.accept_timeout) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.link_failed(e)),
+        }
+    }
+
+    /// Reports the unreported samples of the growing recording.
+    fn report(&mut self) -> Result<(), WriterError> {
+        let State::Open(r) = &mut self.state else {
+            unreachable!("report without a growing recording");
+        };
+        let samples = mem::take(&mut r.unreported);
+        let times = r.times(r.media_90k());
+        r.reported_bytes = r.bytes;
+        let (id, written_bytes) = (r.id, r.bytes);
+        if let Err(e) = self.link.progress(id, samples, times, written_bytes) {
             return Err(self.link_failed(e));
         }
         Ok(())

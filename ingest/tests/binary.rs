@@ -232,7 +232,11 @@ fn sigterm_closes_the_recording_with_reason_shutdown_and_exits_0() {
                     c.send_with_fd(&IngestReply::Opened { id }, files.last().unwrap().as_fd())
                         .unwrap();
                 }
-                Ok(IngestRequest::Progress { .. }) => {
+                Ok(IngestRequest::Progress {
+                    id, written_bytes, ..
+                }) => {
+                    c.send(&IngestReply::Progressed { id, written_bytes })
+                        .unwrap();
                     progress += 1;
                     if progress == 3 {
                         kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();

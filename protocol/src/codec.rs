@@ -206,11 +206,13 @@ pub(crate) mod tests {
             start in any::<i64>(),
             wall_duration_90k in any::<i32>(),
             local_time_delta_90k in any::<i64>(),
+            written_bytes in any::<u64>(),
         ) {
             let msg = IngestRequest::Progress {
                 id: CompositeId::new(3, 7),
                 samples,
                 times: RecordingTimes { start: Time(start), wall_duration_90k, local_time_delta_90k },
+                written_bytes,
             };
             let frame = encode(&msg).unwrap();
             let prefix: [u8; PREFIX_BYTES] = frame[..PREFIX_BYTES].try_into().unwrap();

@@ -27,9 +27,16 @@ pub const MAX_WALL_DURATION_90K: i64 = 5 * 60 * TIME_UNITS_PER_SEC;
 /// Media duration may exceed the wall limit by the 500 ppm correction at most.
 pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K + MAX_WALL_DURATION_90K / 2000;
 
-/// Bytes a growing recording's file may hold beyond what its writer has reported, checked at
-/// each progress report: room for the sample being written, no more.
-pub const MAX_UNREPORTED_BYTES: u64 = 2 * MAX_SAMPLE_BYTES as u64;
+/// The write window: bytes a growing recording's file may hold beyond the last progress report
+/// the syncer acknowledged ([`crate::messages::IngestReply::Progressed`]). The writer waits for
+/// an acknowledgement rather than write past it; the syncer checks the file against it at each
+/// report, and a file past it is over budget (its reported samples are salvaged, the rest cut).
+/// 64 MiB rides out a 13 s syncer stall at 40 Mbit/s without the writer waiting; it must hold
+/// at least one sample of [`MAX_SAMPLE_BYTES`] so that a writer with everything acknowledged
+/// can always write its next sample.
+pub const WRITE_WINDOW_BYTES: u64 = 64 << 20;
+
+const _: () = assert!(WRITE_WINDOW_BYTES >= MAX_SAMPLE_BYTES as u64);
 
 /// Distinct video sample entries one connection may add.
 pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;

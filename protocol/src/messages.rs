@@ -8,12 +8,14 @@
 //! - **Ingest connection** (brokered by the syncer, fd 3 of `nvr-ingest`): the ingest sends a
 //!   [`Hello`] with role [`ROLE_INGEST`]; the syncer answers with a [`HelloReply`] carrying its
 //!   own version and the stream the connection is bound to. Then the ingest sends
-//!   [`IngestRequest`]s. `AddSampleEntry` and `OpenRecording` are answered at once, in order;
-//!   `Progress` is not answered; `CloseRecording` is answered by [`IngestReply::Accepted`] once
-//!   the recording is durable, which may come after the answers to later requests (the ingest
-//!   may open the next recording meanwhile; at most one close is outstanding). The syncer
-//!   pushes [`IngestReply::Committed`] whenever a flush commits recordings of the stream, and
-//!   [`IngestReply::Error`] before dropping a connection that broke a rule. [`IngestReply::Opened`] is the one frame on this connection that carries a
+//!   [`IngestRequest`]s. `AddSampleEntry`, `OpenRecording` and `Progress` are answered at once,
+//!   in order (`Progress` by [`IngestReply::Progressed`], the write window's flow control; the
+//!   ingest need not wait for it unless the window is full); `CloseRecording` is answered by
+//!   [`IngestReply::Accepted`] once the recording is durable, which may come after the answers
+//!   to later requests (the ingest may open the next recording meanwhile; at most one close is
+//!   outstanding). The syncer pushes [`IngestReply::Committed`] whenever a flush commits
+//!   recordings of the stream, and [`IngestReply::Error`] before dropping a connection that
+//!   broke a rule. [`IngestReply::Opened`] is the one frame on this connection that carries a
 //!   descriptor.
 //! - **Admin socket** (`<data-dir>/syncer.sock`; the supervisor and the `nvr` command line): the
 //!   client sends a [`Hello`] with role [`ROLE_ADMIN`], answered by [`AdminReply::Ok`]; then
@@ -56,7 +58,7 @@ pub const MAX_RECORDINGS_PER_PAGE: u32 = 2000;
 ///
 /// 2: `IngestReply::CloseFailed`; `IngestReply::Error` always drops the connection; recordings
 /// are listed in pages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// [`Hello::role`] of an ingest on its brokered connection.
 pub const ROLE_INGEST: &str = "ingest";
@@ -168,6 +170,11 @@ pub enum IngestRequest {
         samples: Vec<SampleReport>,
         /// The time model including these samples.
         times: RecordingTimes,
+        /// The file offset this report describes: the bytes of every sample reported so far
+        /// for `id`, these included. The syncer checks that it agrees with the samples and
+        /// compares the file against the window it acknowledged, not against the report, which
+        /// may have waited in the socket while the writer wrote on.
+        written_bytes: u64,
     },
 
     /// Closes the growing recording `id`; answered by [`IngestReply::Accepted`] once the
@@ -209,6 +216,18 @@ pub enum IngestReply {
     Opened {
         /// The new recording; the stream's next id, never reused.
         id: CompositeId,
+    },
+
+    /// Answer to [`IngestRequest::Progress`]: the syncer has recorded the samples of `id`
+    /// through `written_bytes`. The writer may then let the file grow to `written_bytes +`
+    /// [`crate::limits::WRITE_WINDOW_BYTES`] and no further until a later answer (flow
+    /// control: however long the syncer stalls, an honest writer stays within the window it
+    /// was given, so a file past it is a hostile or broken writer, never a slow syncer).
+    Progressed {
+        /// The growing recording the report was about.
+        id: CompositeId,
+        /// The report's [`IngestRequest::Progress::written_bytes`].
+        written_bytes: u64,
     },
 
     /// Answer to [`IngestRequest::CloseRecording`]: the recording is synced and will be

@@ -428,6 +428,7 @@ mod tests {
                 id,
                 samples: samples(),
                 times: times(),
+                written_bytes: 1 << 40,
             },
             IngestRequest::CloseRecording {
                 id,
@@ -452,6 +453,10 @@ mod tests {
             IngestReply::SampleEntry { id: 1 },
             IngestReply::Opened { id },
             IngestReply::Accepted { id },
+            IngestReply::Progressed {
+                id,
+                written_bytes: u64::MAX,
+            },
             IngestReply::Committed {
                 ids: vec![id, CompositeId::new(2, 42)],
             },
@@ -746,6 +751,7 @@ mod tests {
                     id: CompositeId::new(1, i as i32),
                     samples,
                     times: times(),
+                    written_bytes: i as u64,
                 })
                 .collect();
             let burst: Vec<u8> =

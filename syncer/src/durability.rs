@@ -114,12 +114,17 @@ impl<F: DirFile> PendingSave<F> {
                 if summary.samples == 0 {
                     return Err(SaveFailure::NothingUsable);
                 }
-                if stat.size_bytes > summary.total_bytes {
-                    // Never extend: only cut what the index does not cover.
+                let allocated_bytes = if stat.size_bytes > summary.total_bytes {
+                    // Never extend: only cut what the index does not cover. The cut frees the
+                    // tail's blocks, so the allocation is measured again after it.
                     file.set_len(summary.total_bytes)
                         .map_err(|e| SaveFailure::Io("truncate", e))?;
-                }
-                check_allocation(summary.total_bytes, stat.allocated_bytes)?;
+                    let cut = file.stat().map_err(|e| SaveFailure::Io("fstat", e))?;
+                    cut.allocated_bytes
+                } else {
+                    stat.allocated_bytes
+                };
+                check_allocation(summary.total_bytes, allocated_bytes)?;
                 sync(&file, dir)?;
                 row.blake3 = hash_prefix(&file, summary.total_bytes)?;
                 let reported_media = i64::from(row.media_duration_90k);

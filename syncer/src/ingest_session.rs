@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] added on this connection | insert or look up the entry |
 //! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor |
-//! | `Progress` | `id` is this connection's growing recording | record the reported samples |
+//! | `Progress` | `id` is this connection's growing recording | record the reported samples; answer `Progressed` (the write window) |
 //! | `CloseRecording` | `id` is the growing recording and no other close is outstanding | verify, fsync, hash ([`Action::Save`]); *accepted* after [`IngestSession::saved`] |
 //!
 //! Anything else, and any request that breaks a limit, is an error: the caller answers with it
@@ -49,8 +49,6 @@ pub enum Action<F> {
     Opened(CompositeId, F),
     /// Run this on the stream's worker, then call [`IngestSession::saved`].
     Save(PendingSave<F>),
-    /// Nothing to send (progress is not acknowledged).
-    Nothing,
 }
 
 impl IngestSession {
@@ -147,13 +145,16 @@ impl IngestSession {
                 self.growing = Some(id);
                 Ok(Action::Opened(id, writer))
             }
-            IngestRequest::Progress { id, samples, times } => {
+            IngestRequest::Progress {
+                id,
+                samples,
+                times,
+                written_bytes,
+            } => {
                 self.check_growing(id)?;
-                // A bad report discards the recording: nothing left to salvage.
-                syncer
-                    .progress(id, &samples, times)
-                    .inspect_err(|_| self.growing = None)?;
-                Ok(Action::Nothing)
+                // A bad report leaves the recording growing, for `disconnected` to salvage.
+                let written_bytes = syncer.progress(id, &samples, times, written_bytes)?;
+                Ok(Action::Reply(IngestReply::Progressed { id, written_bytes }))
             }
             IngestRequest::CloseRecording {
                 id,

@@ -22,6 +22,12 @@ pub struct ReportedSamples {
 }
 
 impl ReportedSamples {
+    /// Appends reported samples in order, stopping at the first one that breaks a rule (those
+    /// before it stay appended).
+    pub fn push_all(&mut self, samples: &[SampleReport]) -> Result<(), String> {
+        samples.iter().try_for_each(|&s| self.push(s))
+    }
+
     /// Appends one reported sample; on error nothing changes.
     pub fn push(&mut self, s: SampleReport) -> Result<(), String> {
         if s.bytes == 0 || s.bytes > limits::MAX_SAMPLE_BYTES {

@@ -469,7 +469,6 @@ where
                 self.send(conn, IngestReply::Opened { id }, Some(file.into()))
             }
             Ok(Action::Save(pending)) => self.dispatch(conn, false, pending),
-            Ok(Action::Nothing) => {}
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => self.refuse(conn, e.to_string()),
         }

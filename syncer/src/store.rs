@@ -133,6 +133,9 @@ struct Growing<F> {
     sample_entry_id: i32,
     samples: ReportedSamples,
     times: Option<RecordingTimes>,
+    /// The `written_bytes` of the last report acknowledged: the file may hold at most
+    /// [`limits::WRITE_WINDOW_BYTES`] more (the writer waits for an acknowledgement first).
+    acknowledged_bytes: u64,
 }
 
 /// Where the current run of a stream stands, to check run continuity (invariant 5).
@@ -574,56 +577,46 @@ impl<D: Dir> Syncer<D> {
                 sample_entry_id,
                 samples: ReportedSamples::default(),
                 times: None,
+                acknowledged_bytes: 0,
             })),
         );
         debug!(recording = %id, run_offset, "opened");
         Ok((id, writer))
     }
 
-    /// Step 2: the writer has written these samples. A bad report discards the recording.
+    /// Step 2: the writer has written these samples, through file offset `written_bytes`.
+    /// Returns the offset to acknowledge ([`protocol::messages::IngestReply::Progressed`]).
+    ///
+    /// The file is compared with what the writer may have written by now: at least every
+    /// reported byte, at most the window past the last acknowledged report (an honest writer
+    /// waits rather than write further, so a report that waited in the socket during a stall is
+    /// no breach). A report that breaks a rule, or a file past the window, is rejected: the
+    /// caller drops the connection and the recording is salvaged ([`Syncer::begin_salvage`]) to
+    /// the reported samples that passed their checks, as far as the file holds them whole; the
+    /// unreported tail is cut. The time model is taken only with samples that passed.
     pub fn progress(
         &mut self,
         id: CompositeId,
         samples: &[SampleReport],
         times: RecordingTimes,
-    ) -> Result<(), Error> {
+        written_bytes: u64,
+    ) -> Result<u64, Error> {
         let s = self.stream_mut(id.stream())?;
         let g = s.growing(id)?;
-        let mut result = Ok(());
-        for &sample in samples {
-            if let Err(reason) = g.samples.push(sample) {
-                result = Err(reason);
-                break;
+        let checked = check_start(&times)
+            .and_then(|()| g.samples.push_all(samples))
+            .map(|()| g.times = Some(times))
+            .and_then(|()| check_written(g, written_bytes));
+        match checked {
+            Ok(()) => {
+                g.acknowledged_bytes = written_bytes;
+                Ok(written_bytes)
             }
-        }
-        if result.is_ok() {
-            result = check_start(&times);
-        }
-        g.times = Some(times);
-        if result.is_ok() {
-            // The file may hold at most a little more than what was reported (the sample
-            // being written): a writer that writes far past its reports is over budget.
-            match g.file.stat() {
-                Ok(st) if st.size_bytes > g.samples.total_bytes + limits::MAX_UNREPORTED_BYTES => {
-                    result = Err(format!(
-                        "file grew to {} bytes, past its budget of {} reported + {} bytes",
-                        st.size_bytes,
-                        g.samples.total_bytes,
-                        limits::MAX_UNREPORTED_BYTES
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => result = Err(format!("fstat failed: {e}")),
-            }
-        }
-        if let Err(reason) = result {
-            self.discard(id, "bad progress report");
-            return Err(Error::Rejected {
+            Err(reason) => Err(Error::Rejected {
                 stream: id.stream(),
                 reason: format!("recording {id}: {reason}"),
-            });
+            }),
         }
-        Ok(())
     }
 
     /// Step 4: validates a close and hands back the durability work. On rejection the
@@ -857,16 +850,6 @@ impl<D: Dir> Syncer<D> {
                 self.finish_save(id, result)
             }
         }
-    }
-
-    fn discard(&mut self, id: CompositeId, why: &str) {
-        if let Some(s) = self.streams.get_mut(&id.stream()) {
-            if let Some(InFlight::Growing(_)) = s.inflight.get(&id.recording()) {
-                s.run = None;
-            }
-            s.inflight.insert(id.recording(), InFlight::Discarded);
-        }
-        self.plan_flush_now(id, why);
     }
 
     fn plan_flush_now(&mut self, id: CompositeId, why: &str) {
@@ -1265,6 +1248,32 @@ impl<D: Dir> Syncer<D> {
             Err(e) => warn!(error = %e, "garbage left for the next start"),
         }
         Ok(out)
+    }
+}
+
+/// Checks a progress report's offset against its samples and the file (see
+/// [`Syncer::progress`]). `g.samples` already holds the report's samples.
+fn check_written<F: DirFile>(g: &Growing<F>, written_bytes: u64) -> Result<(), String> {
+    if written_bytes != g.samples.total_bytes {
+        return Err(format!(
+            "report ends at offset {written_bytes}, but its samples end at {}",
+            g.samples.total_bytes
+        ));
+    }
+    let allowed = g.acknowledged_bytes + limits::WRITE_WINDOW_BYTES;
+    match g.file.stat() {
+        Ok(st) if st.size_bytes < written_bytes => Err(format!(
+            "file holds {} bytes, fewer than the {written_bytes} reported",
+            st.size_bytes
+        )),
+        Ok(st) if st.size_bytes > allowed => Err(format!(
+            "file grew to {} bytes, past its budget: {} acknowledged + a window of {}",
+            st.size_bytes,
+            g.acknowledged_bytes,
+            limits::WRITE_WINDOW_BYTES
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("fstat failed: {e}")),
     }
 }
 

@@ -175,7 +175,8 @@ impl Ingest {
         }
     }
 
-    /// Writes `n` samples of `len` bytes at 30 fps and reports them; returns their hash.
+    /// Writes `n` samples of `len` bytes at 30 fps as a recording's first report, and waits
+    /// for the syncer to acknowledge it; returns the bytes.
     fn write(&mut self, id: CompositeId, f: &mut std::fs::File, n: u32, len: usize) -> Vec<u8> {
         let mut all = Vec::new();
         let mut samples = Vec::new();
@@ -194,8 +195,20 @@ impl Ingest {
                 id,
                 samples,
                 times: times(i64::from(n - 1) * 3000),
+                written_bytes: all.len() as u64,
             })
             .unwrap();
+        let answer = self.expect("progressed", |r| {
+            matches!(
+                r,
+                IngestReply::Progressed { .. } | IngestReply::Error { .. }
+            )
+        });
+        let expected = IngestReply::Progressed {
+            id,
+            written_bytes: all.len() as u64,
+        };
+        assert_eq!(answer, expected);
         all
     }
 
@@ -402,6 +415,7 @@ fn hostile_ingests_get_clear_errors_and_cost_others_nothing() {
                 id: CompositeId::new(1, 0),
                 samples: vec![],
                 times: times(0),
+                written_bytes: 0,
             },
             std::os::fd::AsFd::as_fd(&devnull),
         )
@@ -429,6 +443,7 @@ fn hostile_ingests_get_clear_errors_and_cost_others_nothing() {
                 is_key: false,
             }],
             times: times(6000),
+            written_bytes: 400,
         })
         .unwrap();
     let IngestReply::Error { message } =

@@ -254,8 +254,18 @@ impl SyncerLink for FaultLink {
         id: CompositeId,
         samples: Vec<SampleReport>,
         times: RecordingTimes,
+        written_bytes: u64,
     ) -> Result<(), LinkError> {
-        self.client.progress(id, samples, times)
+        self.client.progress(id, samples, times, written_bytes)
+    }
+
+    fn wait_acknowledged(
+        &mut self,
+        id: CompositeId,
+        written_bytes: u64,
+        timeout: Duration,
+    ) -> Result<(), LinkError> {
+        self.client.wait_acknowledged(id, written_bytes, timeout)
     }
 
     fn close(&mut self, close: Close) -> Result<(), LinkError> {

@@ -103,6 +103,7 @@ fn a_connection_writes_only_its_own_recording() {
             id: victim,
             samples: vec![],
             times: times(),
+            written_bytes: 0,
         };
         let e = b.handle(&mut s, progress).unwrap_err();
         assert!(e.to_string().contains("not this connection's"), "{e}");
@@ -117,10 +118,11 @@ fn a_connection_writes_only_its_own_recording() {
         id,
         samples: vec![],
         times: times(),
+        written_bytes: 0,
     };
     assert!(matches!(
         a.handle(&mut s, progress).unwrap(),
-        Action::Nothing
+        Action::Reply(IngestReply::Progressed { id: i, written_bytes: 0 }) if i == id
     ));
     let Action::Save(p) = a.handle(&mut s, close(id, &data)).unwrap() else {
         panic!("expected the save work");
@@ -154,8 +156,10 @@ fn only_one_close_is_outstanding_per_connection() {
     a.saved(&mut s, id1, result).unwrap();
 }
 
+/// The connection's end salvages its growing recording, also after a report was rejected (the
+/// caller drops the connection then): the samples reported before are kept.
 #[test]
-fn a_disconnected_connection_is_salvaged() {
+fn a_disconnected_connection_is_salvaged_even_after_a_rejected_report() {
     let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
     let mut s = start(&env).unwrap();
     let mut a = IngestSession::new(ids[0]);
@@ -170,8 +174,17 @@ fn a_disconnected_connection_is_salvaged() {
         id,
         samples,
         times: times(),
+        written_bytes: 500,
     };
     a.handle(&mut s, progress).unwrap();
+    let lying = IngestRequest::Progress {
+        id,
+        samples: vec![],
+        times: times(),
+        written_bytes: 501,
+    };
+    let e = a.handle(&mut s, lying).unwrap_err();
+    assert!(e.to_string().contains("offset 501"), "{e}");
     drop(w);
     let p = a
         .disconnected(&mut s, "ingest disconnected")

@@ -151,6 +151,8 @@ struct Conn {
     opened: Vec<CompositeId>,
     /// Samples reported in progress of the newest opened recording.
     reported: u32,
+    /// The offset through which the syncer acknowledged the newest opened recording.
+    acknowledged_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +198,7 @@ impl Link {
             state: ConnState::Up,
             opened: Vec::new(),
             reported: 0,
+            acknowledged_bytes: 0,
         })))
     }
 
@@ -328,6 +331,7 @@ impl SyncerLink for Link {
                 let mut c = self.0.borrow_mut();
                 c.opened.push(id);
                 c.reported = 0;
+                c.acknowledged_bytes = 0;
                 if c.state == ConnState::DieAtNextOpen {
                     c.state = ConnState::Dying;
                 }
@@ -342,16 +346,29 @@ impl SyncerLink for Link {
         id: CompositeId,
         samples: Vec<SampleReport>,
         times: RecordingTimes,
+        written_bytes: u64,
     ) -> Result<(), LinkError> {
         if self.0.borrow().state == ConnState::Dying {
             return self.die_as_armed();
         }
         let n = u32::try_from(samples.len()).expect("a report holds at most u32::MAX samples");
-        match self.request(IngestRequest::Progress { id, samples, times })? {
-            Action::Nothing => {}
+        let req = IngestRequest::Progress {
+            id,
+            samples,
+            times,
+            written_bytes,
+        };
+        match self.request(req)? {
+            Action::Reply(IngestReply::Progressed {
+                id: i,
+                written_bytes: w,
+            }) if i == id && w == written_bytes => {}
             other => unreachable!("Progress answered with {other:?}"),
         }
-        self.0.borrow_mut().reported += n;
+        let mut c = self.0.borrow_mut();
+        c.reported += n;
+        c.acknowledged_bytes = written_bytes;
+        drop(c);
         if self.0.borrow().state == ConnState::DieAfterNextReport {
             return self.die_as_armed();
         }
@@ -393,6 +410,25 @@ impl SyncerLink for Link {
             "waiting for {id} while {saving:?} is outstanding"
         );
         self.run_save()
+    }
+
+    /// Reports are acknowledged as they are made (the simulated syncer never stalls).
+    fn wait_acknowledged(
+        &mut self,
+        id: CompositeId,
+        written_bytes: u64,
+        _timeout: std::time::Duration,
+    ) -> Result<(), LinkError> {
+        if self.ended() {
+            return Err(lost("the connection ended"));
+        }
+        let c = self.0.borrow();
+        assert!(
+            c.opened.last() == Some(&id) && c.acknowledged_bytes >= written_bytes,
+            "waiting for {id} through {written_bytes}; acknowledged {}",
+            c.acknowledged_bytes
+        );
+        Ok(())
     }
 }
 

@@ -509,47 +509,133 @@ fn a_salvaged_recording_within_a_run_starts_where_the_previous_ended() {
     assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
 
+/// The file may grow to the window past the last acknowledged report, however late the next
+/// report arrives (a stalled syncer), and no further: a breach is rejected, the recording stays
+/// growing, and when its connection goes, the salvage keeps the reported samples and cuts the
+/// rest.
 #[test]
-fn a_file_grown_past_its_budget_is_rejected_at_the_next_report() {
+fn a_file_grown_past_the_window_is_rejected_and_salvaged_to_its_reported_samples() {
     let (env, a) = one_stream(1 << 30, 0);
     let mut s = start(&env).unwrap();
     let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
     w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap(); // acknowledged through 100
+    w.write_sample(&env.clock, 100);
+    w.write_sample(&env.clock, 100);
     let id = w.id;
-    tamper(&env, id, syncer::limits::MAX_UNREPORTED_BYTES + 200, b"x");
-    let e = w.report(&mut s).unwrap_err();
+    let window = syncer::limits::WRITE_WINDOW_BYTES;
+    // Written on (and reported later) while the syncer stalled: exactly the window.
+    tamper(&env, id, 100 + window - 1, b"x");
+    let samples = [sample(3000, 100)];
+    assert_eq!(s.progress(id, &samples, times(3000), 200).unwrap(), 200);
+    // One byte more than the window past the new acknowledgement.
+    tamper(&env, id, 200 + window, b"x");
+    let e = s
+        .progress(id, &[sample(6000, 100)], times(6000), 300)
+        .unwrap_err();
     assert!(e.to_string().contains("past its budget"), "{e}");
+    assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+    drop(w);
+    s.abandon_recording(id, "dropped").unwrap();
     poll(&mut s).unwrap();
-    assert!(sample_files(&env.fs).is_empty(), "discarded and removed");
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!(rows.len(), 1, "salvaged, not discarded");
+    assert_eq!(
+        (rows[0].sample_file_bytes, rows[0].video_samples),
+        (300, 3),
+        "every sample that passed its checks, the tail cut"
+    );
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+fn sample(pts_90k: i64, bytes: u32) -> protocol::messages::SampleReport {
+    protocol::messages::SampleReport {
+        pts_90k,
+        bytes,
+        is_key: false,
+    }
+}
+
+fn times(wall_duration_90k: i32) -> protocol::messages::RecordingTimes {
+    protocol::messages::RecordingTimes {
+        start: T0,
+        wall_duration_90k,
+        local_time_delta_90k: 0,
+    }
 }
 
 #[test]
-fn pts_going_backwards_is_rejected_and_discards() {
+fn a_report_whose_offset_disagrees_with_its_samples_or_the_file_is_rejected() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    w.write_sample(&env.clock, 100);
+    let e = s
+        .progress(w.id, &[sample(3000, 100)], times(3000), 250)
+        .unwrap_err();
+    assert!(e.to_string().contains("offset 250"), "{e}");
+    // A sample the file does not hold yet.
+    let e = s
+        .progress(w.id, &[sample(6000, 100)], times(6000), 300)
+        .unwrap_err();
+    assert!(e.to_string().contains("fewer than the 300 reported"), "{e}");
+}
+
+/// A salvage that cuts a long unreported tail measures the allocation after the cut: the
+/// blocks the tail held are free again, and the recording is kept.
+#[test]
+fn a_salvage_that_cuts_a_long_tail_keeps_the_recording() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    for _ in 0..203 {
+        w.write_sample(&env.clock, 1000);
+    }
+    w.report(&mut s).unwrap();
+    let id = w.id;
+    tamper(&env, id, 203_000 + 5_000_000 - 1, b"x"); // a 5 MB unreported tail
+    drop(w);
+    s.abandon_recording(id, "dropped").unwrap();
+    poll(&mut s).unwrap();
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!(rows.len(), 1, "kept");
+    assert_eq!(rows[0].sample_file_bytes, 203_000);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+/// A report with a sample out of order is rejected without its samples; the connection's end
+/// salvages what was reported before.
+#[test]
+fn pts_going_backwards_is_rejected_and_the_earlier_samples_salvaged() {
     let (env, a) = one_stream(1 << 30, 0);
     let mut s = start(&env).unwrap();
     let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
     w.write_sample(&env.clock, 100);
     w.write_sample(&env.clock, 100);
     w.report(&mut s).unwrap();
-    let backwards = [protocol::messages::SampleReport {
-        pts_90k: 1,
-        bytes: 100,
-        is_key: false,
-    }];
-    let times = protocol::messages::RecordingTimes {
-        start: T0,
-        wall_duration_90k: 3000,
-        local_time_delta_90k: 0,
-    };
-    let e = s.progress(w.id, &backwards, times).unwrap_err();
+    w.write_sample(&env.clock, 100);
+    let e = s
+        .progress(w.id, &[sample(1, 100)], times(3000), 300)
+        .unwrap_err();
     assert!(e.to_string().contains("duration"), "{e}");
+    let id = w.id;
+    drop(w);
+    s.abandon_recording(id, "dropped").unwrap();
     poll(&mut s).unwrap();
-    assert!(s.db().recordings(None).unwrap().is_empty());
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!((rows.len(), rows[0].video_samples), (1, 2));
+    assert_eq!(
+        rows[0].wall_duration_90k, 3000,
+        "the times of the last good report"
+    );
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
 }
 
 /// Times near `i64::MAX` (or before 2000, or a local delta of years) are refused with a typed
 /// rejection naming the limit, at a report and at close, instead of being stored (or
-/// overflowing `start + wall`); the stream records on afterwards.
+/// overflowing `start + wall`); nothing is kept, and the stream records on afterwards.
 #[test]
 fn absurd_times_are_rejected_at_report_and_close() {
     let (env, a) = one_stream(1 << 30, 0);
@@ -568,10 +654,15 @@ fn absurd_times_are_rejected_at_report_and_close() {
             w.write_sample(&env.clock, 100);
             w.start = start;
             w.set_local_time_delta(delta);
+            let id = w.id;
             let e = if at_close {
                 w.close(&mut s).map(|_| ())
             } else {
-                w.report(&mut s)
+                // A rejected report leaves the recording to the salvage at the connection's
+                // end, which finds nothing reported to keep.
+                let e = w.report(&mut s).unwrap_err();
+                s.abandon_recording(id, "dropped").unwrap();
+                Err(e)
             }
             .unwrap_err();
             assert!(matches!(e, syncer::Error::Rejected { .. }), "{e}");

@@ -121,10 +121,18 @@ fn serve_conversation(mut conn: Conn) -> Served {
                         .unwrap();
                 }
             }
-            IngestRequest::Progress { id, samples, .. } => {
-                served.recordings[id.recording() as usize]
-                    .samples
-                    .extend(samples);
+            IngestRequest::Progress {
+                id,
+                samples,
+                written_bytes,
+                ..
+            } => {
+                let r = &mut served.recordings[id.recording() as usize];
+                r.samples.extend(samples);
+                let reported: u64 = r.samples.iter().map(|s| u64::from(s.bytes)).sum();
+                assert_eq!(written_bytes, reported, "the report's offset");
+                conn.send(&IngestReply::Progressed { id, written_bytes })
+                    .unwrap();
             }
             IngestRequest::CloseRecording {
                 id,
@@ -396,4 +404,105 @@ fn dropping_the_client_ends_the_connection() {
     });
     drop(connect(conn));
     assert!(matches!(syncer.join().unwrap(), WireError::Closed));
+}
+
+/// The syncer's side of opening recording 0: answers the next request with it.
+fn serve_open(c: &mut Conn) -> CompositeId {
+    let IngestRequest::OpenRecording { .. } = c.recv().unwrap() else {
+        panic!("expected the open");
+    };
+    let id = CompositeId::new(STREAM, 0);
+    let file = tempfile::tempfile().unwrap();
+    c.send_with_fd(&IngestReply::Opened { id }, file.as_fd())
+        .unwrap();
+    id
+}
+
+fn times() -> RecordingTimes {
+    close_of(CompositeId::new(STREAM, 0)).times
+}
+
+#[test]
+fn waiting_for_the_window_returns_once_the_syncer_acknowledges_and_times_out_otherwise() {
+    let (conn, syncer) = with_syncer(|mut c| {
+        handshake(&mut c, PROTOCOL_VERSION);
+        let id = serve_open(&mut c);
+        let IngestRequest::Progress { written_bytes, .. } = c.recv().unwrap() else {
+            panic!("expected a report");
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        c.send(&IngestReply::Progressed { id, written_bytes })
+            .unwrap();
+        let _second: IngestRequest = c.recv().unwrap(); // never answered
+        c
+    });
+    let mut client = connect(conn);
+    let (id, _file) = client.open(0, 1).unwrap();
+    client.progress(id, Vec::new(), times(), 100).unwrap();
+    client.wait_acknowledged(id, 60, TIMEOUT).unwrap();
+    client
+        .wait_acknowledged(id, 100, std::time::Duration::ZERO)
+        .unwrap();
+    client.progress(id, Vec::new(), times(), 200).unwrap();
+    let waited = std::time::Duration::from_millis(50);
+    let err = client.wait_acknowledged(id, 150, waited).unwrap_err();
+    assert!(
+        matches!(err, LinkError::AcknowledgeTimeout { id: i, written_bytes: 150, .. } if i == id),
+        "{err}"
+    );
+    drop(syncer.join().unwrap());
+}
+
+/// An acknowledgement of the closing recording may still arrive after its close; one of a
+/// recording that is neither growing nor closing is a violation.
+#[test]
+fn progressed_for_the_closing_recording_is_taken_in_passing_but_for_no_other() {
+    for (recording, violation) in [(0, false), (1, true)] {
+        let (conn, syncer) = with_syncer(move |mut c| {
+            handshake(&mut c, PROTOCOL_VERSION);
+            serve_open(&mut c);
+            let _report: IngestRequest = c.recv().unwrap();
+            let _close: IngestRequest = c.recv().unwrap();
+            let _next: IngestRequest = c.recv().unwrap();
+            c.send(&IngestReply::Progressed {
+                id: CompositeId::new(STREAM, recording),
+                written_bytes: 100,
+            })
+            .unwrap();
+            c.send(&IngestReply::SampleEntry { id: 1 }).unwrap();
+            c
+        });
+        let mut client = connect(conn);
+        let (id, _file) = client.open(0, 1).unwrap();
+        client.progress(id, Vec::new(), times(), 100).unwrap();
+        client.close(close_of(id)).unwrap();
+        let result = client.add_sample_entry(&entry());
+        match (result, violation) {
+            (Ok(1), false) => {}
+            (Err(LinkError::Protocol { .. }), true) => {}
+            (other, _) => panic!("recording {recording}: {other:?}"),
+        }
+        drop(syncer.join().unwrap());
+    }
+}
+
+#[test]
+fn progressed_past_the_report_is_a_protocol_violation() {
+    let (conn, syncer) = with_syncer(|mut c| {
+        handshake(&mut c, PROTOCOL_VERSION);
+        let id = serve_open(&mut c);
+        let _report: IngestRequest = c.recv().unwrap();
+        c.send(&IngestReply::Progressed {
+            id,
+            written_bytes: 101,
+        })
+        .unwrap();
+        c
+    });
+    let mut client = connect(conn);
+    let (id, _file) = client.open(0, 1).unwrap();
+    client.progress(id, Vec::new(), times(), 100).unwrap();
+    let err = client.wait_acknowledged(id, 100, TIMEOUT).unwrap_err();
+    assert!(matches!(err, LinkError::Protocol { .. }), "{err}");
+    drop(syncer.join().unwrap());
 }

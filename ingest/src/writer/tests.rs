@@ -31,6 +31,8 @@ enum Event {
     Progress(CompositeId),
     Close(CompositeId),
     Wait(CompositeId),
+    /// A wait for the syncer to acknowledge the recording through this offset.
+    WaitAcknowledged(CompositeId, u64),
 }
 
 /// One recording as the fake saw it.
@@ -47,6 +49,10 @@ struct Rec {
     reported: Vec<SampleReport>,
     /// Per progress report: the samples it carried and its times.
     progress: Vec<(Vec<SampleReport>, RecordingTimes)>,
+    /// The offset through which the fake acknowledged reports: it acknowledges only when the
+    /// writer waits, the latest a real syncer may, so that a writer that writes past the
+    /// window without waiting fails the fake's check.
+    acknowledged_bytes: u64,
     close: Option<Close>,
 }
 
@@ -84,6 +90,8 @@ struct FakeSyncer {
     never_accept: bool,
     /// `progress` fails as if the connection were lost.
     lose_on_progress: bool,
+    /// `wait_acknowledged` times out instead of acknowledging.
+    never_acknowledge: bool,
 }
 
 /// The fake link; clones share one fake syncer.
@@ -106,7 +114,15 @@ impl Write for FakeFile {
             Some(Fault::Short(n)) => n.min(buf.len()),
             None => buf.len(),
         };
-        s.recs[self.rec].data.extend_from_slice(&buf[..n]);
+        let r = &mut s.recs[self.rec];
+        assert!(
+            (r.data.len() + n) as u64 <= r.acknowledged_bytes + WRITE_WINDOW_BYTES,
+            "recording {} written to {} bytes past the window of {} acknowledged",
+            r.id,
+            r.data.len() + n,
+            r.acknowledged_bytes
+        );
+        r.data.extend_from_slice(&buf[..n]);
         Ok(n)
     }
 
@@ -193,6 +209,7 @@ impl SyncerLink for Fake {
             data: Vec::new(),
             reported: Vec::new(),
             progress: Vec::new(),
+            acknowledged_bytes: 0,
             close: None,
         });
         s.growing = Some(s.recs.len() - 1);
@@ -212,6 +229,7 @@ impl SyncerLink for Fake {
         id: CompositeId,
         samples: Vec<SampleReport>,
         times: RecordingTimes,
+        written_bytes: u64,
     ) -> Result<(), LinkError> {
         let mut s = self.0.borrow_mut();
         if s.lose_on_progress {
@@ -231,6 +249,7 @@ impl SyncerLink for Fake {
             "reported {reported_bytes} bytes, but only {} were written",
             r.data.len()
         );
+        assert_eq!(written_bytes, reported_bytes, "the report's offset");
         check_times(r.reported.last().unwrap().pts_90k, &times);
         if let Some(start) = r.expected_start {
             assert_eq!(times.start, start, "progress start abuts the previous end");
@@ -296,6 +315,36 @@ impl SyncerLink for Fake {
             });
         }
         s.outstanding = None;
+        Ok(())
+    }
+
+    fn wait_acknowledged(
+        &mut self,
+        id: CompositeId,
+        written_bytes: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), LinkError> {
+        let mut s = self.0.borrow_mut();
+        s.events.push(Event::WaitAcknowledged(id, written_bytes));
+        let i = s
+            .growing
+            .expect("waiting for a window without a growing recording");
+        let never_acknowledge = s.never_acknowledge;
+        let r = &mut s.recs[i];
+        assert_eq!(r.id, id, "waiting for a window of a recording not growing");
+        let reported_bytes: u64 = r.reported.iter().map(|s| u64::from(s.bytes)).sum();
+        assert!(
+            written_bytes <= reported_bytes,
+            "waiting for {written_bytes} acknowledged, {reported_bytes} reported"
+        );
+        if never_acknowledge {
+            return Err(LinkError::AcknowledgeTimeout {
+                id,
+                written_bytes,
+                waited: timeout,
+            });
+        }
+        r.acknowledged_bytes = reported_bytes;
         Ok(())
     }
 }
@@ -855,6 +904,95 @@ fn the_sample_count_limit_rotates_within_the_run() {
     assert_eq!(close.end_reason.as_deref(), Some(end_reason::SIZE_LIMIT));
     assert_eq!(close.last_sample_duration_90k, Some(90));
     assert_eq!(s.recs[1].run_offset, 1);
+}
+
+// ---- write window --------------------------------------------------------------------------
+
+/// Bytes of the big frames [`feed_big_frames`] writes.
+const BIG_FRAME_BYTES: u64 = (1 << 20) + 16;
+
+/// A key frame of 1000 bytes, then non-key frames of [`BIG_FRAME_BYTES`] all arriving at the
+/// same local time (so that no report falls due by time), until a write fails or `frames` were
+/// written.
+fn feed_big_frames(h: &mut Harness, frames: i64) -> Result<(), WriterError> {
+    let e = h.entry.clone();
+    h.writer.write(&frame(0, true, START, &e))?;
+    for i in 1..frames {
+        h.writer.write(&Frame {
+            data: vec![i as u8; BIG_FRAME_BYTES as usize],
+            is_key: false,
+            pts_90k: i * FRAME_90K,
+            local_time: START,
+            sample_entry: e.clone(),
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_writer_reports_and_waits_for_an_acknowledgement_before_writing_past_the_window() {
+    let mut h = harness(0, 60);
+    let frames = (WRITE_WINDOW_BYTES / BIG_FRAME_BYTES) as i64 + 8;
+    feed_big_frames(&mut h, frames).unwrap(); // the fake checks every write's offset
+    let s = h.s();
+    let id = s.recs[0].id;
+    // The frame that would first pass the window: the key frame's report alone does not cover
+    // what must be acknowledged, so everything before the frame is reported, then waited for.
+    let first_over = (WRITE_WINDOW_BYTES - 1000) / BIG_FRAME_BYTES + 1;
+    let needed = 1000 + first_over * BIG_FRAME_BYTES - WRITE_WINDOW_BYTES;
+    assert!(needed > 1000);
+    let tail: Vec<&Event> = s
+        .events
+        .iter()
+        .filter(|e| !matches!(e, Event::AddEntry(_)))
+        .collect();
+    assert_eq!(
+        tail[..4],
+        [
+            &Event::Open(id),
+            &Event::Progress(id),
+            &Event::Progress(id),
+            &Event::WaitAcknowledged(id, needed)
+        ],
+        "{:?}",
+        s.events
+    );
+    let r = &s.recs[0];
+    assert_eq!(
+        r.progress[1].0.len() as u64,
+        first_over - 1,
+        "reported up to the frame"
+    );
+    assert_eq!(
+        r.data.len() as u64,
+        1000 + (frames as u64 - 1) * BIG_FRAME_BYTES
+    );
+}
+
+#[test]
+fn a_window_never_acknowledged_abandons_the_recording_within_it() {
+    let mut h = harness(0, 60);
+    h.fake.0.borrow_mut().never_acknowledge = true;
+    let frames = (WRITE_WINDOW_BYTES / BIG_FRAME_BYTES) as i64 + 8;
+    let err = feed_big_frames(&mut h, frames).unwrap_err();
+    assert!(
+        matches!(err, WriterError::Link(LinkError::AcknowledgeTimeout { .. })),
+        "{err}"
+    );
+    let id = h.s().recs[0].id;
+    assert!(h.s().recs[0].data.len() as u64 <= WRITE_WINDOW_BYTES);
+    let err = h.writer.close(end_reason::SHUTDOWN).and_then(|()| {
+        h.writer
+            .write(&frame(1 << 30, true, START, &h.entry.clone()))
+    });
+    assert!(
+        matches!(err, Err(WriterError::Abandoned { id: i }) if i == id),
+        "{err:?}"
+    );
+    assert!(
+        h.s().recs[0].close.is_none(),
+        "an abandoned recording is never closed"
+    );
 }
 
 // ---- progress ------------------------------------------------------------------------------

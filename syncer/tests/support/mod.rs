@@ -210,10 +210,16 @@ impl Writer {
         }
     }
 
+    /// Reports the unreported samples, ending at the bytes written so far (every one of them).
     pub fn report(&mut self, s: &mut Syncer<SimFs>) -> Result<(), Error> {
         let samples = std::mem::take(&mut self.unreported);
         let media = self.next_pts_90k - FRAME_90K;
-        s.progress(self.id, &samples, self.times(media))
+        let acknowledged = s.progress(self.id, &samples, self.times(media), self.bytes)?;
+        assert_eq!(
+            acknowledged, self.bytes,
+            "the report's offset is acknowledged"
+        );
+        Ok(())
     }
 
     /// Closes with the last sample's duration known; returns the end time (the next
