@@ -383,6 +383,20 @@ pub struct CameraInfo {
 pub struct StatusReport {
     /// One entry per configured stream, in id order.
     pub streams: Vec<StreamStatus>,
+    /// Garbage files not yet unlinked.
+    pub garbage: GarbageStatus,
+}
+
+/// Garbage files in a [`StatusReport`]: files of deleted or discarded recordings that are not
+/// unlinked yet. A file whose unlink fails stays garbage and is retried with backoff.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GarbageStatus {
+    /// Garbage files that may still exist.
+    pub files: u64,
+    /// Of those, files whose last unlink failed.
+    pub failing_unlinks: u64,
+    /// The most recent unlink failure, naming its file, if any is failing.
+    pub newest_error: Option<String>,
 }
 
 /// One stream in a [`StatusReport`].

@@ -523,6 +523,11 @@ mod tests {
                     growing: None,
                     newest_committed_start: Some(Time(1_700_000_000 * 90_000)),
                 }],
+                garbage: GarbageStatus {
+                    files: 2,
+                    failing_unlinks: 1,
+                    newest_error: Some("0000000100000000: Operation not permitted".into()),
+                },
             }),
             AdminReply::Recordings(vec![RecordingSummary {
                 id,

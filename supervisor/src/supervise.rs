@@ -52,6 +52,10 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often the camera list is compared with the syncer's.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
+/// Deadline of the supervisor's calls to the syncer: a stopped or stuck syncer delays a
+/// round of the main loop (and so a stop request) by at most this.
+const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Longest wait for the syncer's readiness (recovery of a large data dir takes a while).
 const SYNCER_READY_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -228,6 +232,9 @@ pub struct Supervisor {
     syncer_next_start: Option<Instant>,
     syncer_last_error: String,
     cameras: BTreeMap<String, Camera>,
+    /// Ingests of removed cameras, sent SIGTERM at the given time and not yet reaped; killed
+    /// after the shutdown timeout (never waited for in the main loop).
+    retiring: Vec<(Proc, Instant)>,
     last_reconcile: Instant,
     written: Option<SupervisorState>,
 }
@@ -242,6 +249,7 @@ impl Supervisor {
             syncer_next_start: Some(Instant::now()),
             syncer_last_error: String::new(),
             cameras: BTreeMap::new(),
+            retiring: Vec::new(),
             last_reconcile: Instant::now(),
             written: None,
         }
@@ -278,6 +286,7 @@ impl Supervisor {
 
     /// One round: reap, restart, reconcile.
     fn step(&mut self) -> Result<(), SuperviseError> {
+        self.reap_retiring();
         // The syncer.
         if let Some(p) = self.syncer.as_mut()
             && let Ok(Some(status)) = p.child.try_wait()
@@ -457,7 +466,9 @@ impl Supervisor {
         if self.syncer.is_none() {
             return;
         }
-        let cameras = match AdminClient::connect(&self.cfg.data_dir).and_then(|mut a| a.cameras()) {
+        let cameras = match AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
+            .and_then(|mut a| a.cameras())
+        {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot list cameras from the syncer");
@@ -495,11 +506,11 @@ impl Supervisor {
             .collect();
         for name in gone {
             info!(camera = %name, "camera removed; stopping its ingest");
-            if let Some(mut c) = self.cameras.remove(&name)
-                && let Some(p) = c.proc.as_mut()
+            if let Some(c) = self.cameras.remove(&name)
+                && let Some(p) = c.proc
             {
                 p.signal(Signal::SIGTERM);
-                let _ = p.child.wait();
+                self.retiring.push((p, Instant::now()));
             }
         }
     }
@@ -508,17 +519,18 @@ impl Supervisor {
         let Some(c) = self.cameras.get_mut(name) else {
             return;
         };
-        let fd: OwnedFd = match AdminClient::connect(&self.cfg.data_dir)
-            .and_then(|mut a| a.connect_ingest(name))
-        {
-            Ok(fd) => fd,
-            Err(e) => {
-                warn!(camera = %name, error = %e, "no connection from the syncer; retrying");
-                c.last_error = Some(e.to_string());
-                c.next_start = Some(Instant::now() + self.cfg.backoff.initial);
-                return;
-            }
-        };
+        let fd: OwnedFd =
+            match AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
+                .and_then(|mut a| a.connect_ingest(name))
+            {
+                Ok(fd) => fd,
+                Err(e) => {
+                    warn!(camera = %name, error = %e, "no connection from the syncer; retrying");
+                    c.last_error = Some(e.to_string());
+                    c.next_start = Some(Instant::now() + self.cfg.backoff.initial);
+                    return;
+                }
+            };
         let mut cmd = Command::new(self.cfg.bin_dir.join("nvr-ingest"));
         // A camera's password goes in the environment, never on the command line, which
         // every user of the machine can read (protocol::source_url).
@@ -580,8 +592,28 @@ impl Supervisor {
     }
 
     /// The stop sequence of the module docs.
+    /// Reaps ingests of removed cameras, killing those that outlived the shutdown timeout.
+    fn reap_retiring(&mut self) {
+        let timeout = self.cfg.shutdown_timeout;
+        self.retiring.retain_mut(|(p, since)| {
+            if !matches!(p.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if since.elapsed() >= timeout {
+                warn!(pid = %p.pid(), "a removed camera's ingest did not stop: SIGKILL");
+                p.signal(Signal::SIGKILL);
+                *since = Instant::now();
+            }
+            true
+        });
+    }
+
     fn shutdown(&mut self) {
         info!("stopping: ingests first");
+        for (mut p, _) in self.retiring.drain(..) {
+            p.signal(Signal::SIGKILL);
+            let _ = p.child.wait();
+        }
         let timeout = self.cfg.shutdown_timeout;
         let stops = || self.cfg.stop_requests.load(Ordering::SeqCst);
         for c in self.cameras.values() {

@@ -1,9 +1,18 @@
 //! The client side of the admin socket, for the supervisor, the `nvr` command line and tests:
 //! status, recordings, cameras (list, add, set, remove), brokered ingest connections, shutdown.
+//!
+//! Every call has a deadline ([`DEFAULT_DEADLINE`], or the caller's): connecting, and each send
+//! and answer, fail with [`AdminError::Deadline`] past it, so that a stopped or stuck syncer
+//! never hangs a command or the supervisor.
 
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use protocol::messages::{
     AdminReply, AdminRequest, CameraConfig, CameraInfo, Hello, MAX_RECORDINGS_PER_PAGE, ROLE_ADMIN,
@@ -24,15 +33,21 @@ pub enum AdminError {
         source: std::io::Error,
     },
     #[error("syncer admin connection: {0}")]
-    Wire(#[from] WireError),
+    Wire(WireError),
+    #[error("the syncer did not answer within {waited:?} (is it stopped or stuck?)")]
+    Deadline { waited: Duration },
     #[error("the syncer refused: {0}")]
     Refused(String),
     #[error("the syncer answered {got} where {expected} was expected")]
     Unexpected { got: String, expected: &'static str },
 }
 
+/// How long an admin call may wait for the syncer unless its caller says otherwise.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
 pub struct AdminClient {
     conn: Conn,
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -42,24 +57,61 @@ impl std::fmt::Debug for AdminClient {
 }
 
 impl AdminClient {
-    /// Connects to the syncer serving `data_dir` and says hello.
+    /// Connects to the syncer serving `data_dir` and says hello, with [`DEFAULT_DEADLINE`].
     pub fn connect(data_dir: &DataDir) -> Result<AdminClient, AdminError> {
+        Self::connect_with_deadline(data_dir, DEFAULT_DEADLINE)
+    }
+
+    /// Connects and says hello; this and every later call fail past `deadline`.
+    pub fn connect_with_deadline(
+        data_dir: &DataDir,
+        deadline: Duration,
+    ) -> Result<AdminClient, AdminError> {
         let path = socket_path(data_dir);
-        let stream =
-            UnixStream::connect(&path).map_err(|source| AdminError::Connect { path, source })?;
-        let mut conn = Conn::from(stream);
-        conn.send(&Hello::new(ROLE_ADMIN))?;
-        match conn.recv::<AdminReply>()? {
-            AdminReply::Ok => Ok(AdminClient { conn }),
+        let stream = connect_socket(&path, deadline)
+            .map_err(|source| AdminError::Connect { path, source })?;
+        let mut c = AdminClient {
+            conn: Conn::from(stream),
+            deadline,
+        };
+        let hello = c.conn.send(&Hello::new(ROLE_ADMIN));
+        hello.map_err(|e| c.wire_error(e))?;
+        match c.recv()? {
+            AdminReply::Ok => Ok(c),
             AdminReply::Error { message } => Err(AdminError::Refused(message)),
             other => Err(unexpected(other, "Ok")),
         }
     }
 
+    fn send(&mut self, msg: &AdminRequest) -> Result<(), AdminError> {
+        self.conn.send(msg).map_err(|e| self.wire_error(e))
+    }
+
+    fn recv(&mut self) -> Result<AdminReply, AdminError> {
+        self.conn.recv().map_err(|e| self.wire_error(e))
+    }
+
+    /// A socket timeout is the deadline passing.
+    fn wire_error(&self, e: WireError) -> AdminError {
+        match e {
+            WireError::Io(io)
+                if matches!(
+                    io.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                AdminError::Deadline {
+                    waited: self.deadline,
+                }
+            }
+            e => AdminError::Wire(e),
+        }
+    }
+
     /// One request, one answer (refusals as `Err`).
     pub fn request(&mut self, req: &AdminRequest) -> Result<AdminReply, AdminError> {
-        self.conn.send(req)?;
-        match self.conn.recv::<AdminReply>()? {
+        self.send(req)?;
+        match self.recv()? {
             AdminReply::Error { message } => Err(AdminError::Refused(message)),
             r => Ok(r),
         }
@@ -67,10 +119,11 @@ impl AdminClient {
 
     /// A fresh connection bound to the stream, for its ingest's fd 3.
     pub fn connect_ingest(&mut self, stream_name: &str) -> Result<OwnedFd, AdminError> {
-        self.conn.send(&AdminRequest::ConnectIngest {
+        self.send(&AdminRequest::ConnectIngest {
             stream_name: stream_name.to_owned(),
         })?;
-        match self.conn.recv_with_optional_fd::<AdminReply>()? {
+        let answer = self.conn.recv_with_optional_fd::<AdminReply>();
+        match answer.map_err(|e| self.wire_error(e))? {
             (AdminReply::IngestConnection, Some(fd)) => Ok(fd),
             (AdminReply::Error { message }, None) => Err(AdminError::Refused(message)),
             (other, _) => Err(unexpected(other, "IngestConnection with a descriptor")),
@@ -195,10 +248,79 @@ impl AdminClient {
     }
 }
 
+/// Connects to the admin socket at `path` within `deadline` (a syncer that stopped accepting
+/// fills its backlog, where a blocking connect would wait for ever), then bounds every read
+/// and write of the connection by `deadline`.
+fn connect_socket(path: &Path, deadline: Duration) -> io::Result<UnixStream> {
+    let give_up = Instant::now() + deadline;
+    let addr = UnixAddr::new(path)?;
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => {
+                let stream = UnixStream::from(fd);
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(deadline))?;
+                stream.set_write_timeout(Some(deadline))?;
+                return Ok(stream);
+            }
+            Err(Errno::EAGAIN) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the socket accepted no connection within {deadline:?}"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn unexpected(got: AdminReply, expected: &'static str) -> AdminError {
     let got = format!("{got:?}");
     AdminError::Unexpected {
         got: got.chars().take(80).collect(),
         expected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A syncer that accepts nothing (stopped, or its core stuck): connections wait in the
+    /// backlog and no hello is answered. The call fails with the deadline instead of hanging.
+    #[test]
+    fn a_syncer_that_never_answers_fails_the_call_at_its_deadline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().to_owned());
+        let _listener = std::os::unix::net::UnixListener::bind(socket_path(&d)).unwrap();
+        let deadline = Duration::from_millis(200);
+        let t = Instant::now();
+        let err = AdminClient::connect_with_deadline(&d, deadline).unwrap_err();
+        assert!(
+            matches!(err, AdminError::Deadline { waited } if waited == deadline),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn no_socket_is_a_connect_error_naming_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().to_owned());
+        let err = AdminClient::connect_with_deadline(&d, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(err, AdminError::Connect { .. }), "{err}");
+        assert!(
+            err.to_string().contains(crate::server::SOCKET_FILE_NAME),
+            "{err}"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod error;
 pub mod flush_plan;
 pub mod fs;
+pub mod garbage;
 pub mod ingest_session;
 pub mod layout;
 /// The limits of the ingest protocol, which the syncer enforces (defined in `protocol`, which

@@ -14,7 +14,7 @@
 //!
 //! Every step is idempotent, so a crash during recovery is recovered by the next start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use protocol::clock::Clock;
@@ -152,7 +152,6 @@ fn abandon_files<D: Dir>(syncer: &mut Syncer<D>) -> Result<RecoveryReport, Error
         .list()
         .map_err(|e| Error::io("list", "sample dir", e))?;
     let next_ids = syncer.stream_next_ids();
-    let garbage: BTreeSet<CompositeId> = syncer.garbage_to_unlink.iter().copied().collect();
     let committed = syncer.committed_ids();
     let mut report = RecoveryReport::default();
     let mut new_next: BTreeMap<i32, i32> = BTreeMap::new();
@@ -164,7 +163,7 @@ fn abandon_files<D: Dir>(syncer: &mut Syncer<D>) -> Result<RecoveryReport, Error
             }
             continue;
         };
-        if garbage.contains(&id) {
+        if syncer.garbage.contains(id) {
             continue;
         }
         match next_ids.get(&id.stream()) {

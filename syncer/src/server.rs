@@ -304,7 +304,7 @@ where
                     unreachable!("the core holds a sender")
                 }
             }
-            if self.syncer.flush_due() {
+            if self.syncer.poll_due() {
                 let c = self.syncer.poll()?;
                 self.push_committed(c);
             } else if let Err(e) = self.syncer.ensure_free_space() {
@@ -833,7 +833,10 @@ where
                 newest_committed_start,
             });
         }
-        Ok(StatusReport { streams })
+        Ok(StatusReport {
+            streams,
+            garbage: self.syncer.garbage_status(),
+        })
     }
 
     /// One page of recordings (see [`AdminRequest::Recordings`]); a limit outside

@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::clock::Clock;
-use protocol::retry::retry;
 use protocol::{CompositeId, Duration, TIME_UNITS_PER_SEC, Time};
 use tracing::{debug, error, info, warn};
 
@@ -44,6 +43,7 @@ use crate::durability::{PendingSave, SaveFailure, SaveMode};
 use crate::error::Error;
 use crate::flush_plan::FlushPlan;
 use crate::fs::{Dir, DirFile, OpenMode};
+use crate::garbage::Garbage;
 use crate::layout::sample_file_name;
 use crate::limits;
 use crate::meta::Open;
@@ -214,10 +214,8 @@ pub struct Syncer<D: Dir> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) open: Open,
     streams: BTreeMap<i32, Stream<D::File>>,
-    /// Garbage rows whose files may still exist.
-    pub(crate) garbage_to_unlink: BTreeSet<CompositeId>,
-    /// Garbage rows whose unlink is durable; forgotten by the next flush.
-    garbage_unlinked: BTreeSet<CompositeId>,
+    /// Garbage rows and the state of their files' unlinks.
+    pub(crate) garbage: Garbage,
     plan: FlushPlan,
     stop: Arc<AtomicBool>,
     pub(crate) options: SyncerOptions,
@@ -251,15 +249,14 @@ impl<D: Dir> Syncer<D> {
             let committed = db.recording_sizes(row.id)?;
             streams.insert(row.id, Stream::new(row, committed));
         }
-        let garbage_to_unlink = db.garbage()?.into_iter().collect();
+        let garbage = Garbage::new(db.garbage()?);
         Ok(Syncer {
             dir,
             db,
             clock,
             open,
             streams,
-            garbage_to_unlink,
-            garbage_unlinked: BTreeSet::new(),
+            garbage,
             plan: FlushPlan::default(),
             stop: Arc::new(AtomicBool::new(false)),
             options,
@@ -325,8 +322,7 @@ impl<D: Dir> Syncer<D> {
             s.row.next_recording_id = next;
             s.next_alloc = next;
         }
-        self.garbage_to_unlink
-            .extend(batch.new_garbage.iter().copied());
+        self.garbage.add(batch.new_garbage.iter().copied());
         Ok(())
     }
 
@@ -465,7 +461,7 @@ impl<D: Dir> Syncer<D> {
             recordings = moved.len(),
             "stream removed; its recordings are garbage"
         );
-        self.garbage_to_unlink.extend(moved);
+        self.garbage.add(moved);
         self.collect_garbage()
     }
 
@@ -859,11 +855,14 @@ impl<D: Dir> Syncer<D> {
 
     /// Monotonic time of the next planned flush, if any.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.plan.next_deadline()
+        match (self.plan.next_deadline(), self.garbage.next_retry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// True when a planned flush is due now: [`Syncer::poll`] has work.
-    pub fn flush_due(&self) -> bool {
+    /// True when a planned flush or a garbage retry is due now: [`Syncer::poll`] has work.
+    pub fn poll_due(&self) -> bool {
         self.next_deadline()
             .is_some_and(|d| d <= self.clock.monotonic())
     }
@@ -879,6 +878,7 @@ impl<D: Dir> Syncer<D> {
                 .is_none_or(|s| id.recording() < s.row.next_recording_id)
         };
         let Some(reason) = self.plan.due(now, committed) else {
+            self.collect_garbage()?;
             retry_later(self.ensure_free_space(), "freeing space")?;
             return Ok(Vec::new());
         };
@@ -960,7 +960,7 @@ impl<D: Dir> Syncer<D> {
                 extra_deletions,
             });
         }
-        batch.garbage_removed = self.garbage_unlinked.iter().copied().collect();
+        batch.garbage_removed = self.garbage.unlinked().collect();
         if batch.is_empty() {
             self.plan.flushed();
             return Ok(Vec::new());
@@ -983,12 +983,11 @@ impl<D: Dir> Syncer<D> {
                 s.inflight.remove(&r);
             }
             s.row.next_recording_id = p.next;
-            self.garbage_to_unlink
-                .extend(s.to_delete.drain(..).map(|(id, _)| id));
+            self.garbage.add(s.to_delete.drain(..).map(|(id, _)| id));
             s.committed.extend(p.inserted.iter().copied());
             for _ in 0..p.extra_deletions {
                 let (id, _) = s.committed.pop_front().expect("counted above");
-                self.garbage_to_unlink.insert(id);
+                self.garbage.add([id]);
             }
             if !p.inserted.is_empty() {
                 out.push(Committed {
@@ -997,9 +996,8 @@ impl<D: Dir> Syncer<D> {
                 });
             }
         }
-        self.garbage_to_unlink
-            .extend(batch.new_garbage.iter().copied());
-        self.garbage_unlinked.clear();
+        self.garbage.add(batch.new_garbage.iter().copied());
+        self.garbage.forgot_unlinked();
         self.plan.flushed();
         self.assert_quota();
         Ok(out)
@@ -1029,39 +1027,11 @@ impl<D: Dir> Syncer<D> {
         }
     }
 
-    /// Step 7: unlinks garbage files (ENOENT is only a warning; other errors are retried with
-    /// backoff until the stop flag is set), then fsyncs the directory so the next flush may
-    /// forget those rows. A failed directory fsync is fatal.
+    /// Step 7: unlinks the garbage files that are due (see [`crate::garbage`]: one attempt
+    /// each, a failing file retried later with backoff, never waited for), then fsyncs the
+    /// directory so the next flush may forget those rows. A failed directory fsync is fatal.
     pub fn collect_garbage(&mut self) -> Result<(), Error> {
-        if self.garbage_to_unlink.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<CompositeId> = self.garbage_to_unlink.iter().copied().collect();
-        for &id in &ids {
-            let name = sample_file_name(id);
-            let stop = self.stop.clone();
-            retry(
-                &*self.clock,
-                &|| stop.load(Ordering::SeqCst),
-                |e: &io::Error, attempt| {
-                    warn!(file = %name, error = %e, attempt, "unlink failed; retrying");
-                },
-                || match self.dir.unlink(&name) {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        warn!(file = %name, "garbage file already gone");
-                        Ok(())
-                    }
-                    r => r,
-                },
-            )
-            .map_err(|_| Error::ShuttingDown)?;
-        }
-        self.dir.sync().map_err(Error::DirSyncFailed)?;
-        for id in ids {
-            self.garbage_to_unlink.remove(&id);
-            self.garbage_unlinked.insert(id);
-        }
-        Ok(())
+        self.garbage.collect(&*self.dir, self.clock.monotonic())
     }
 
     /// Disk nearly full: while less than [`SyncerOptions::min_free_bytes`] is free, the stream
@@ -1191,7 +1161,12 @@ impl<D: Dir> Syncer<D> {
 
     /// Garbage rows whose unlink is durable and which the next flush forgets.
     pub fn garbage_pending_removal(&self) -> usize {
-        self.garbage_unlinked.len()
+        self.garbage.unlinked().count()
+    }
+
+    /// The garbage files and their unlinks, for `nvr status`.
+    pub fn garbage_status(&self) -> protocol::messages::GarbageStatus {
+        self.garbage.status()
     }
 
     fn release_reserve(&mut self) {
@@ -1240,8 +1215,9 @@ impl<D: Dir> Syncer<D> {
             }
         }
         let mut out = self.flush_making_room("shutdown")?;
-        // One attempt at each garbage file (the stop flag ends retries at once); what is left
-        // stays garbage in the database and the next start collects it.
+        // One last attempt at each garbage file; what is left stays garbage in the database
+        // and the next start collects it.
+        self.garbage.retry_all_now(self.clock.monotonic());
         match self.collect_garbage() {
             Ok(()) => out.extend(self.flush("shutdown: forget collected garbage")?),
             Err(e) if e.is_fatal() => return Err(e),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use protocol::messages::RecordingSummary;
+use protocol::messages::{GarbageStatus, RecordingSummary};
 use protocol::{CompositeId, Duration, Time};
 use serde::Serialize;
 use syncer::db::Database;
@@ -26,6 +26,9 @@ struct StatusJson {
     /// Pid of the `nvr run` supervising the data dir, if one runs.
     supervisor_pid: Option<u32>,
     cameras: Vec<CameraStatus>,
+    /// Files of deleted recordings not unlinked yet; those whose unlink keeps failing are
+    /// retried with backoff (known only from a running syncer).
+    garbage: GarbageStatus,
 }
 
 /// One camera in `nvr status`.
@@ -77,9 +80,10 @@ fn process_state(s: ProcessState) -> &'static str {
 }
 
 pub fn status(d: &DataDir, json: bool) -> CmdResult {
-    let (online, streams) = match connect_or_lock(d)? {
+    let (online, streams, garbage) = match connect_or_lock(d)? {
         Access::Online(mut c) => {
             let report = c.status()?;
+            let garbage = report.garbage;
             let streams = report
                 .streams
                 .into_iter()
@@ -93,9 +97,16 @@ pub fn status(d: &DataDir, json: bool) -> CmdResult {
                     growing: s.growing,
                 })
                 .collect();
-            (true, streams)
+            (true, streams, garbage)
         }
-        Access::Offline(o) => (false, offline_streams(&o.read()?)?),
+        Access::Offline(o) => {
+            let db = o.read()?;
+            let garbage = GarbageStatus {
+                files: db.garbage()?.len() as u64,
+                ..GarbageStatus::default()
+            };
+            (false, offline_streams(&db)?, garbage)
+        }
     };
     let supervisor = SupervisorState::read(d);
     let cameras: Vec<CameraStatus> = streams
@@ -132,6 +143,7 @@ pub fn status(d: &DataDir, json: bool) -> CmdResult {
         syncer: if online { "running" } else { "stopped" },
         supervisor_pid: supervisor.as_ref().map(|s| s.pid),
         cameras,
+        garbage,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -151,6 +163,17 @@ fn render_status(out: &StatusJson, supervisor: Option<&SupervisorState>) -> Stri
         ),
         None => format!("nvr run: not running; syncer {}\n", out.syncer),
     };
+    let g = &out.garbage;
+    if g.failing_unlinks > 0 {
+        text.push_str(&format!(
+            "garbage: {} files to unlink, {} failing (retried with backoff); latest: {}\n",
+            g.files,
+            g.failing_unlinks,
+            g.newest_error.as_deref().unwrap_or("-")
+        ));
+    } else if g.files > 0 {
+        text.push_str(&format!("garbage: {} files to unlink\n", g.files));
+    }
     if out.cameras.is_empty() {
         text.push_str("no cameras; add one with `nvr camera add NAME --source URL`\n");
         return text;

@@ -267,7 +267,7 @@ pub fn poll(s: &mut Syncer<SimFs>) -> Result<Vec<CompositeId>, Error> {
     loop {
         let c = s.poll()?;
         out.extend(c.into_iter().flat_map(|c| c.ids));
-        if !s.flush_due() {
+        if !s.poll_due() {
             return Ok(out);
         }
     }
