@@ -74,9 +74,14 @@ impl AdminClient {
             conn: Conn::from(stream),
             deadline,
         };
+        // A syncer refusing the connection (too many clients) may answer and hang up before
+        // the hello is sent: its answer is still there to read.
         let hello = c.conn.send(&Hello::new(ROLE_ADMIN));
-        hello.map_err(|e| c.wire_error(e))?;
-        match c.recv()? {
+        let answer = c.recv();
+        if let (Err(e), Err(_)) = (hello, &answer) {
+            return Err(c.wire_error(e));
+        }
+        match answer? {
             AdminReply::Ok => Ok(c),
             AdminReply::Error { message } => Err(AdminError::Refused(message)),
             other => Err(unexpected(other, "Ok")),

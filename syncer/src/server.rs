@@ -27,7 +27,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::time::Instant;
 
@@ -57,6 +57,14 @@ pub const OUTGOING_QUEUE_LEN: usize = 256;
 
 /// Longest the core waits for an event before checking planned flushes and the stop.
 const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Admin clients served at once; one more is refused with an error naming the limit, so that
+/// idle or stuck clients cannot take every thread (and with them, the socket).
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+
+/// An admin client that sends nothing (or reads nothing) for this long is disconnected: every
+/// admin call is one request and one prompt answer.
+pub const ADMIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -223,14 +231,17 @@ where
     }
 
     let (tx, rx) = mpsc::channel();
+    let spawn_failed = |e| Error::io("spawn", "a syncer thread", e);
     spawn_named("admin-accept", {
         let tx = tx.clone();
         move || accept_admin(listener, tx)
-    });
+    })
+    .map_err(spawn_failed)?;
     spawn_named("signals", {
         let tx = tx.clone();
         move || watch_signals(tx)
-    });
+    })
+    .map_err(spawn_failed)?;
     info!(socket = %path.display(), "ready");
     ready();
 
@@ -251,11 +262,13 @@ where
     core.run(rx)
 }
 
-fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
+/// Starts a named thread. A failure (a `pids` limit) is returned, never a panic: the caller
+/// refuses what the thread was for.
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .expect("spawning a thread");
+        .map(drop)
 }
 
 /// Where a graceful stop stands.
@@ -571,11 +584,44 @@ where
     /// Hands durability work to the stream's worker, starting it on first use.
     fn dispatch(&mut self, conn: ConnId, salvage: bool, pending: PendingSave<D::File>) {
         let stream = pending.id().stream();
-        let worker = self.workers.entry(stream).or_insert_with(|| {
+        let job = Job {
+            conn,
+            salvage,
+            pending,
+        };
+        self.jobs_in_flight += 1;
+        let job = match self.worker(stream) {
+            Some(w) => match w.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        // No worker thread could be made (a `pids` limit): the save runs here, on the core
+        // thread. Every stream waits meanwhile, but nothing is lost.
+        warn!(
+            stream,
+            "no worker thread for the stream; saving on the core thread"
+        );
+        let id = job.pending.id();
+        let result = job.pending.run(&*self.dir);
+        let ev = Event::Saved {
+            conn: job.conn,
+            id,
+            salvage: job.salvage,
+            result,
+        };
+        self.tx.send(ev).expect("the core holds its own receiver");
+    }
+
+    /// The stream's worker, started on first use; `None` if its thread cannot be made (it is
+    /// tried again at the next save).
+    fn worker(&mut self, stream: i32) -> Option<&Sender<Job<D::File>>> {
+        if !self.workers.contains_key(&stream) {
             let (jtx, jrx) = mpsc::channel::<Job<D::File>>();
             let dir = self.dir.clone();
             let tx = self.tx.clone();
-            spawn_named(&format!("stream-{stream}"), move || {
+            let spawned = spawn_named(&format!("stream-{stream}"), move || {
                 for job in jrx {
                     let id = job.pending.id();
                     let result = job.pending.run(&*dir);
@@ -590,16 +636,13 @@ where
                     }
                 }
             });
-            jtx
-        });
-        worker
-            .send(Job {
-                conn,
-                salvage,
-                pending,
-            })
-            .expect("stream workers live as long as the core");
-        self.jobs_in_flight += 1;
+            if let Err(e) = spawned {
+                warn!(stream, error = %e, "cannot start the stream's worker thread");
+                return None;
+            }
+            self.workers.insert(stream, jtx);
+        }
+        self.workers.get(&stream)
     }
 
     /// Answers an admin request. `Err` only for a fatal error, which stops the syncer.
@@ -789,14 +832,18 @@ where
         let (out_tx, out_rx) = mpsc::sync_channel(OUTGOING_QUEUE_LEN);
         let writer = Conn::from(ours.try_clone()?);
         let shutdown = ours.try_clone()?;
+        let reader = ours.try_clone()?;
         spawn_named(&format!("ingest-{conn}-out"), move || {
             write_ingest(writer, out_rx);
             let _ = shutdown.shutdown(std::net::Shutdown::Both);
-        });
+        })?;
         let tx = self.tx.clone();
+        // If this thread cannot be made, the writer thread ends with the queue's sender,
+        // dropped here with the error, and the socketpair closes.
         spawn_named(&format!("ingest-{conn}-in"), move || {
-            read_ingest(conn, Conn::from(ours), tx)
-        });
+            read_ingest(conn, Conn::from(reader), tx)
+        })?;
+        drop(ours);
         self.conns.insert(
             conn,
             Connection {
@@ -933,19 +980,77 @@ fn write_ingest(mut c: Conn, rx: Receiver<Outgoing>) {
     }
 }
 
+/// Accepts admin clients, each served on its own thread, at most [`MAX_ADMIN_CONNECTIONS`] at
+/// once. A client over the limit, or one no thread can be made for (a `pids` limit), is
+/// refused; the listener itself never stops.
 fn accept_admin(listener: UnixListener, tx: Sender<Event>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
-        match stream {
-            Ok(s) => {
-                let tx = tx.clone();
-                spawn_named("admin", move || {
-                    if let Err(e) = serve_admin(s, tx) {
-                        debug!(error = %e, "admin client ended");
-                    }
-                });
+        let s = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "accept on the admin socket failed");
+                continue;
             }
-            Err(e) => warn!(error = %e, "accept on the admin socket failed"),
+        };
+        if active.load(Ordering::SeqCst) >= MAX_ADMIN_CONNECTIONS {
+            warn!(
+                limit = MAX_ADMIN_CONNECTIONS,
+                "admin connection refused: too many"
+            );
+            refuse_admin(
+                s,
+                format!("too many admin connections (the limit is {MAX_ADMIN_CONNECTIONS})"),
+            );
+            continue;
         }
+        if let Err(e) = s
+            .set_read_timeout(Some(ADMIN_IDLE_TIMEOUT))
+            .and_then(|()| s.set_write_timeout(Some(ADMIN_IDLE_TIMEOUT)))
+        {
+            warn!(error = %e, "cannot set the admin connection's timeouts; refused");
+            continue;
+        }
+        let slot = AdminSlot::take(&active);
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("admin".to_owned())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(e) = serve_admin(s, tx) {
+                    debug!(error = %e, "admin client ended");
+                }
+            });
+        // On failure the closure, with the connection and its slot, is dropped: refused.
+        if let Err(e) = spawned {
+            warn!(error = %e, "no thread for an admin client; connection refused");
+        }
+    }
+}
+
+/// One of the [`MAX_ADMIN_CONNECTIONS`], given back on drop.
+struct AdminSlot(Arc<AtomicUsize>);
+
+impl AdminSlot {
+    fn take(active: &Arc<AtomicUsize>) -> AdminSlot {
+        active.fetch_add(1, Ordering::SeqCst);
+        AdminSlot(active.clone())
+    }
+}
+
+impl Drop for AdminSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers a client's hello with `message` and hangs up, without waiting on it for more than
+/// a moment.
+fn refuse_admin(s: UnixStream, message: String) {
+    let _ = s.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+    let mut c = Conn::from(s);
+    if let Err(e) = c.send(&AdminReply::Error { message }) {
+        debug!(error = %e, "refusing an admin client");
     }
 }
 
@@ -987,6 +1092,12 @@ fn serve_admin(stream: UnixStream, tx: Sender<Event>) -> Result<(), WireError> {
         let req: AdminRequest = match c.recv() {
             Ok(r) => r,
             Err(WireError::Closed) => return Ok(()),
+            Err(WireError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                let _ = c.send(&AdminReply::Error {
+                    message: format!("idle for {ADMIN_IDLE_TIMEOUT:?}; disconnected"),
+                });
+                return Ok(());
+            }
             Err(e) => {
                 // Garbage: say why, then hang up.
                 let _ = c.send(&AdminReply::Error {

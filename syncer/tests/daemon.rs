@@ -570,3 +570,115 @@ fn an_admin_client_of_another_uid_is_refused() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait(), 0);
 }
+
+/// Idle admin clients cannot take the socket: one past the limit is refused with an error
+/// naming it, an ingest connection is still brokered once an idle client times out, and the
+/// idle clients are dropped after the idle timeout.
+#[test]
+fn admin_connections_are_capped_and_idle_ones_time_out() {
+    use syncer::server::{ADMIN_IDLE_TIMEOUT, MAX_ADMIN_CONNECTIONS};
+    let (_tmp, d) = data_dir();
+    let daemon = Daemon::start(&d);
+    let sock = d.root.join("syncer.sock");
+    // Idle clients: connected, never a word. The syncer takes each in (the first status
+    // answered after them proves it has).
+    let idle: Vec<UnixStream> = (0..MAX_ADMIN_CONNECTIONS - 1)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut last = daemon.admin(); // the limit's last slot, held
+    last.status().unwrap();
+    let err = AdminClient::connect(&d).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "too many admin connections (the limit is {MAX_ADMIN_CONNECTIONS})"
+        )),
+        "{err}"
+    );
+    drop(last);
+    // The idle ones are dropped after the timeout: reading them ends.
+    let started = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(ADMIN_IDLE_TIMEOUT * 3)).unwrap();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut buf).unwrap();
+    }
+    assert!(started.elapsed() < ADMIN_IDLE_TIMEOUT * 3);
+    // Everything works again, ingest brokering included.
+    let mut a = Ingest::connect(&mut daemon.admin(), "a");
+    let (id, mut f) = a.open(0);
+    let data = a.write(id, &mut f, 2, 100);
+    a.close(id, 2, &data);
+    a.expect("accepted", |r| matches!(r, IngestReply::Accepted { .. }));
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(), 0);
+}
+
+/// A `pids` cgroup of the syncer's own, removed on drop (the syncer moved back out first).
+struct PidsCgroup {
+    dir: std::path::PathBuf,
+    pid: u32,
+}
+
+impl PidsCgroup {
+    /// Moves `pid` into a new cgroup v1 `pids` group; `None` where that cannot be done here.
+    fn enter(pid: u32) -> Option<PidsCgroup> {
+        let root = std::path::Path::new("/sys/fs/cgroup/pids");
+        let dir = root.join(format!("nvr-test-{}-{pid}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let g = PidsCgroup { dir, pid };
+        std::fs::write(g.dir.join("cgroup.procs"), pid.to_string()).ok()?;
+        Some(g)
+    }
+
+    fn set_max(&self, max: &str) {
+        std::fs::write(self.dir.join("pids.max"), max).unwrap();
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// With no thread to spare (a `pids` limit), an admin client and a brokered connection are
+/// refused with an error, and the syncer keeps its socket: once the limit is lifted it serves
+/// and records as before.
+#[test]
+fn a_failed_thread_spawn_refuses_that_connection_only() {
+    let (_tmp, d) = data_dir();
+    let daemon = Daemon::start(&d);
+    let pid = daemon.child.id();
+    let Some(cgroup) = PidsCgroup::enter(pid) else {
+        eprintln!("SKIPPED: no cgroup v1 pids controller to limit the syncer's threads");
+        return;
+    };
+    // Room for one admin thread and no more.
+    cgroup.set_max(&(threads_of(pid) + 1).to_string());
+    let mut admin = daemon.admin();
+    let refused = AdminClient::connect(&d).unwrap_err();
+    assert!(
+        matches!(refused, syncer::admin_client::AdminError::Wire(_)),
+        "{refused}"
+    );
+    let err = admin.connect_ingest("a").unwrap_err();
+    assert!(err.to_string().contains("connection for \"a\""), "{err}");
+    admin.status().expect("the syncer serves on");
+    cgroup.set_max("max");
+    drop(admin);
+    let mut a = Ingest::connect(&mut daemon.admin(), "a");
+    let (id, mut f) = a.open(0);
+    let data = a.write(id, &mut f, 2, 100);
+    a.close(id, 2, &data);
+    a.expect("accepted", |r| matches!(r, IngestReply::Accepted { .. }));
+    drop(cgroup);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(), 0);
+}
