@@ -1,7 +1,13 @@
 //! What `nvr run` knows and the syncer does not: each camera's process state. The supervisor
 //! rewrites `<data-dir>/supervisor.json` (write to a temporary file, rename) whenever it
 //! changes, and removes it when it exits; `nvr status` merges it with the syncer's view.
+//!
+//! The state file belongs to the supervisor holding [`SupervisorLock`]
+//! (`<data-dir>/supervisor.lock`, an exclusive `flock`): a second `nvr run` on the same data
+//! dir stops at once instead of starting a syncer, and so can never write or remove the
+//! running supervisor's state.
 
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +15,56 @@ use serde::{Deserialize, Serialize};
 use syncer::layout::DataDir;
 
 pub const STATE_FILE_NAME: &str = "supervisor.json";
+
+pub const LOCK_FILE_NAME: &str = "supervisor.lock";
+
+/// The lock of the one supervisor of a data dir, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct SupervisorLock {
+    _file: File,
+}
+
+/// Why [`SupervisorLock::acquire`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another nvr run{} supervises {}; stop it first",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        .data_dir.display()
+    )]
+    Held { pid: Option<u32>, data_dir: PathBuf },
+    #[error("cannot lock {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SupervisorLock {
+    /// Takes the data dir's supervisor lock, without waiting.
+    pub fn acquire(d: &DataDir) -> Result<SupervisorLock, LockError> {
+        let path = d.root.join(LOCK_FILE_NAME);
+        let io_error = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => Ok(SupervisorLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+                pid: SupervisorState::read(d).map(|s| s.pid),
+                data_dir: d.root.clone(),
+            }),
+            Err(TryLockError::Error(e)) => Err(io_error(e)),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,8 +101,8 @@ pub fn state_path(d: &DataDir) -> PathBuf {
 }
 
 impl SupervisorState {
-    /// Replaces the state file atomically.
-    pub fn write(&self, d: &DataDir) -> io::Result<()> {
+    /// Replaces the state file atomically; only the holder of `_lock` may.
+    pub fn write(&self, d: &DataDir, _lock: &SupervisorLock) -> io::Result<()> {
         let path = state_path(d);
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
@@ -62,7 +118,8 @@ impl SupervisorState {
         Path::new(&format!("/proc/{}", s.pid)).exists().then_some(s)
     }
 
-    pub fn remove(d: &DataDir) {
+    /// Removes the state file; only the holder of `_lock` may.
+    pub fn remove(d: &DataDir, _lock: &SupervisorLock) {
         let _ = std::fs::remove_file(state_path(d));
     }
 }

@@ -44,7 +44,7 @@ use syncer::layout::DataDir;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::state::{CameraState, ProcessState, SupervisorState};
+use crate::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
 
 /// How often the supervisor looks at its children.
 const POLL: Duration = Duration::from_millis(100);
@@ -52,8 +52,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// How often the camera list is compared with the syncer's.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
-/// Deadline of the supervisor's calls to the syncer: a stopped or stuck syncer delays a
-/// round of the main loop (and so a stop request) by at most this.
+/// Deadline of each step (connect, send, answer) of the supervisor's calls to the syncer: a
+/// stopped or stuck syncer delays a call by a few times this, not for ever, so a stop request
+/// is carried out within seconds of the call in progress.
 const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Longest wait for the syncer's readiness (recovery of a large data dir takes a while).
@@ -139,6 +140,8 @@ pub enum SuperviseError {
     },
     #[error("the syncer failed to start: {0}")]
     SyncerStart(String),
+    #[error(transparent)]
+    Lock(#[from] crate::state::LockError),
     #[error("the syncer keeps failing ({restarts} restarts within {window:?}); last: {last}")]
     SyncerFailed {
         restarts: usize,
@@ -236,7 +239,10 @@ pub struct Supervisor {
     /// after the shutdown timeout (never waited for in the main loop).
     retiring: Vec<(Proc, Instant)>,
     last_reconcile: Instant,
+    /// The state last written to the state file, `None` until a write succeeds.
     written: Option<SupervisorState>,
+    /// The last write of the state file failed (warned about once until one succeeds).
+    publish_failed: bool,
 }
 
 impl Supervisor {
@@ -252,12 +258,14 @@ impl Supervisor {
             retiring: Vec::new(),
             last_reconcile: Instant::now(),
             written: None,
+            publish_failed: false,
         }
     }
 
     /// Runs until a stop request has been carried out. `ready` is called once, when the syncer
     /// is ready and every camera's ingest has been started for the first time.
     pub fn run(mut self, mut ready: impl FnMut()) -> Result<(), SuperviseError> {
+        let lock = SupervisorLock::acquire(&self.cfg.data_dir)?;
         let mut announced = false;
         let result = loop {
             if self.cfg.stop_requests.load(Ordering::SeqCst) > 0 {
@@ -276,11 +284,11 @@ impl Supervisor {
                 announced = true;
                 ready();
             }
-            self.publish();
+            self.publish(&lock);
             std::thread::sleep(POLL);
         };
         self.shutdown();
-        SupervisorState::remove(&self.cfg.data_dir);
+        SupervisorState::remove(&self.cfg.data_dir, &lock);
         result
     }
 
@@ -563,7 +571,8 @@ impl Supervisor {
     }
 
     /// Writes the state file when something changed.
-    fn publish(&mut self) {
+    /// Writes the state file when it changed (and until a write succeeds).
+    fn publish(&mut self, lock: &SupervisorLock) {
         let state = SupervisorState {
             pid: std::process::id(),
             syncer: if self.syncer.is_some() {
@@ -584,14 +593,22 @@ impl Supervisor {
                 .collect(),
         };
         if self.written.as_ref() != Some(&state) {
-            if let Err(e) = state.write(&self.cfg.data_dir) {
-                warn!(error = %e, "cannot write the supervisor state file");
+            match state.write(&self.cfg.data_dir, lock) {
+                Ok(()) => {
+                    self.written = Some(state);
+                    self.publish_failed = false;
+                }
+                // Tried again at the next round; warned about once until a write succeeds.
+                Err(e) => {
+                    if !self.publish_failed {
+                        warn!(error = %e, "cannot write the supervisor state file; retrying");
+                    }
+                    self.publish_failed = true;
+                }
             }
-            self.written = Some(state);
         }
     }
 
-    /// The stop sequence of the module docs.
     /// Reaps ingests of removed cameras, killing those that outlived the shutdown timeout.
     fn reap_retiring(&mut self) {
         let timeout = self.cfg.shutdown_timeout;
@@ -608,6 +625,7 @@ impl Supervisor {
         });
     }
 
+    /// The stop sequence of the module docs.
     fn shutdown(&mut self) {
         info!("stopping: ingests first");
         for (mut p, _) in self.retiring.drain(..) {

@@ -825,7 +825,7 @@ fn removing_a_recording_camera_drops_its_ingest_and_deletes_its_salvaged_recordi
 
 #[test]
 fn status_merges_what_nvr_run_knows_about_each_camera() {
-    use supervisor::state::{CameraState, ProcessState, SupervisorState};
+    use supervisor::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
     let (_tmp, d) = data_dir(&[
         ("cam", &["--source", "synthetic:"]),
         ("new", &["--source", "synthetic:"]),
@@ -842,7 +842,7 @@ fn status_merges_what_nvr_run_knows_about_each_camera() {
             last_error: Some("nvr-ingest exited with status 4: no such file".to_owned()),
         }],
     }
-    .write(&d)
+    .write(&d, &SupervisorLock::acquire(&d).unwrap())
     .unwrap();
     let s = nvr(&d, &["status", "--json"]).ok().json();
     assert_eq!(s["supervisor_pid"], std::process::id());

@@ -85,6 +85,46 @@ fn run_then_sigterm_leaves_a_clean_data_dir_and_no_process() {
     assert!(SupervisorState::read(&d).is_none(), "state file removed");
 }
 
+/// A second `nvr run` on a supervised data dir stops at once, naming the running one, and
+/// leaves its state file alone (it used to start a syncer that failed on the dir lock for
+/// ~16 s, then remove the running supervisor's state).
+#[test]
+fn a_second_nvr_run_stops_at_once_and_leaves_the_first_alone() {
+    let (_tmp, d, _needle) = setup(&[("a", "file:{clip}?speed=2")]);
+    let mut first = e2e::start_nvr_run(&d, &[]);
+    wait_until("recordings", Duration::from_secs(30), || committed(&d) >= 1);
+    wait_until("the state file", Duration::from_secs(10), || {
+        SupervisorState::read(&d).is_some()
+    });
+    let started = std::time::Instant::now();
+    let out = Command::new(e2e::binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .arg("run")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("another nvr run (pid {})", first.pid())),
+        "{stderr}"
+    );
+    let state = SupervisorState::read(&d).expect("the first supervisor's state is still there");
+    assert_eq!(state.pid, first.pid().as_raw() as u32);
+    let before = committed(&d);
+    wait_until("the first records on", Duration::from_secs(30), || {
+        committed(&d) > before
+    });
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait(Duration::from_secs(60)).success());
+}
+
 #[test]
 fn a_killed_syncer_is_restarted_and_recording_resumes() {
     let (_tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);

@@ -3,7 +3,8 @@
 //!
 //! Every call has a deadline ([`DEFAULT_DEADLINE`], or the caller's): connecting, and each send
 //! and answer, fail with [`AdminError::Deadline`] past it, so that a stopped or stuck syncer
-//! never hangs a command or the supervisor.
+//! never hangs a command or the supervisor. (Each step has the deadline: a call of several
+//! steps may take a few times it.)
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -68,8 +69,13 @@ impl AdminClient {
         deadline: Duration,
     ) -> Result<AdminClient, AdminError> {
         let path = socket_path(data_dir);
-        let stream = connect_socket(&path, deadline)
-            .map_err(|source| AdminError::Connect { path, source })?;
+        let stream = connect_socket(&path, deadline).map_err(|source| {
+            if source.kind() == io::ErrorKind::TimedOut {
+                AdminError::Deadline { waited: deadline }
+            } else {
+                AdminError::Connect { path, source }
+            }
+        })?;
         let mut c = AdminClient {
             conn: Conn::from(stream),
             deadline,

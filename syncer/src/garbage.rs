@@ -77,6 +77,11 @@ impl Garbage {
         self.unlinked.clear();
     }
 
+    /// Whether some garbage file's last unlink failed.
+    pub fn has_failing(&self) -> bool {
+        !self.failing.is_empty()
+    }
+
     /// When a failing unlink is next due, if any is.
     pub fn next_retry(&self) -> Option<Time> {
         self.failing.values().map(|f| f.next_try).min()

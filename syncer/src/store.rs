@@ -589,7 +589,8 @@ impl<D: Dir> Syncer<D> {
     /// no breach). A report that breaks a rule, or a file past the window, is rejected: the
     /// caller drops the connection and the recording is salvaged ([`Syncer::begin_salvage`]) to
     /// the reported samples that passed their checks, as far as the file holds them whole; the
-    /// unreported tail is cut. The time model is taken only with samples that passed.
+    /// unreported tail is cut. The time model is taken once its start and local-time delta
+    /// are within their limits (the salvage derives the durations from the samples it keeps).
     pub fn progress(
         &mut self,
         id: CompositeId,
@@ -600,8 +601,8 @@ impl<D: Dir> Syncer<D> {
         let s = self.stream_mut(id.stream())?;
         let g = s.growing(id)?;
         let checked = check_start(&times)
-            .and_then(|()| g.samples.push_all(samples))
             .map(|()| g.times = Some(times))
+            .and_then(|()| g.samples.push_all(samples))
             .and_then(|()| check_written(g, written_bytes));
         match checked {
             Ok(()) => {
@@ -1053,6 +1054,16 @@ impl<D: Dir> Syncer<D> {
             }
         };
         if free >= min_free {
+            return Ok(());
+        }
+        // Files already given up that cannot be unlinked free nothing: deleting more would
+        // take recording after recording for space that never comes (a disk failing every
+        // unlink would lose the whole archive). Wait for their retries instead.
+        if self.garbage.has_failing() {
+            debug!(
+                free,
+                min_free, "disk nearly full, but garbage unlinks are failing"
+            );
             return Ok(());
         }
         let mut needed = (min_free - free) as i64;

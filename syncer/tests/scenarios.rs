@@ -931,6 +931,45 @@ fn a_full_disk_deletes_the_oldest_beyond_quotas_and_recording_goes_on() {
     assert!(free >= options().min_free_bytes, "{free} free");
 }
 
+/// When the free-space guard's deletions cannot be unlinked (every unlink fails), it stops
+/// deleting: the space would never come, and going on would take the whole archive.
+#[test]
+fn a_full_disk_whose_unlinks_fail_deletes_no_more_than_its_first_batch() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    // The 64 KiB reserve, the guard's 96 KiB and about three recordings of 12 KiB.
+    env.fs.set_capacity_bytes(Some(200 << 10));
+    let mut t = [T0, T0];
+    for (k, &stream) in ids.iter().enumerate() {
+        let (_, end) = record(&mut s, &env.clock, stream, 0, t[k], 12, 1000).unwrap();
+        t[k] = end;
+        poll(&mut s).unwrap();
+    }
+    env.fs.fail_all(OpKind::Unlink, Errno::EIO);
+    let mut kept_after = Vec::new();
+    for i in 1..8 {
+        let k = i % 2;
+        let (id, end) = record(&mut s, &env.clock, ids[k], i as i32 / 2, t[k], 12, 1000).unwrap();
+        t[k] = end;
+        poll(&mut s).unwrap();
+        if i > 1 {
+            kept_after.push(id);
+        }
+    }
+    let left = recording_ids(s.db());
+    for id in &kept_after {
+        assert!(
+            left.contains(id),
+            "{id} deleted while unlinks fail: {left:?}"
+        );
+    }
+    assert!(
+        s.garbage_status().failing_unlinks >= 1,
+        "{left:?} {:?}",
+        s.garbage_status()
+    );
+}
+
 /// A database that cannot grow at all (at its `max_page_count`; releasing the reserve file
 /// gives it nothing) does not stop startup: when the open's row needs a page, recovery deletes
 /// the oldest recordings, beyond quota, as a running syncer does when its database is full.
