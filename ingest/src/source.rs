@@ -13,7 +13,9 @@
 //!   key frame every `gop` frames (default 30). See [`SyntheticParams`].
 //!
 //! `speed` applies to both: by default a source runs in real time; `speed=N` (a positive
-//! number) runs N times faster, `speed=max` as fast as the writer takes frames.
+//! number) runs N times faster, `speed=max` as fast as the writer takes frames. The URL is
+//! parsed by [`protocol::source_spec`], the same parse the syncer checks a camera's source
+//! with when it is added.
 //!
 //! # Time
 //!
@@ -37,32 +39,16 @@ use protocol::{Clock, Duration, TIME_UNITS_PER_SEC, Time};
 
 use crate::h264::{self, H264Error, NAL_LENGTH_BYTES, SampleEntry};
 
-/// Frames a second of a `file:` source whose SPS has no timing, and of `synthetic:`, unless
-/// the URL's `fps` says otherwise.
-pub const DEFAULT_FPS: f64 = 30.0;
-
-/// Bits a second of a `synthetic:` source unless its URL's `bitrate` says otherwise.
-pub const DEFAULT_BITRATE: u64 = 2_000_000;
-
-/// Frames from one key frame to the next of a `synthetic:` source unless its URL's `gop` says
-/// otherwise.
-pub const DEFAULT_GOP: u32 = 30;
+pub use protocol::source_spec::{
+    DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_GOP, MAX_FPS, MIN_FPS, SourceSpec, SourceUrl, Speed,
+    SyntheticParams,
+};
 
 /// Largest file a `file:` source reads, in bytes: it holds the whole file in memory.
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
 
-/// Highest frame rate a source accepts: the syncer's shortest sample is 90 ticks (1 ms).
-pub const MAX_FPS: f64 = 1000.0;
-
-/// Lowest frame rate a source accepts: a frame at least every 10 s.
-pub const MIN_FPS: f64 = 0.1;
-
 /// Longest a source waits for a frame's time without checking its stop flag.
 pub const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How many times bigger than the others a synthetic key frame is (see
-/// [`SyntheticParams::bitrate`]).
-const SYNTHETIC_KEY_FRAME_WEIGHT: u64 = 8;
 
 /// The shipped clip whose sample entry `synthetic:` frames claim.
 const SHIPPED_CLIP: &[u8] = include_bytes!("../testdata/clip.h264");
@@ -109,14 +95,6 @@ pub enum SourceError {
         #[source]
         source: H264Error,
     },
-
-    /// A frame would be larger than the syncer accepts (e.g. a synthetic bitrate far too high
-    /// for its frame rate).
-    #[error(
-        "{what}: a frame of {bytes} bytes exceeds the limit of {} bytes",
-        h264::MAX_FRAME_BYTES
-    )]
-    FrameTooLarge { what: String, bytes: u64 },
 }
 
 impl From<protocol::source_url::BadSourceUrl> for SourceError {
@@ -124,162 +102,6 @@ impl From<protocol::source_url::BadSourceUrl> for SourceError {
         SourceError::BadUrl {
             url: e.url,
             reason: e.reason,
-        }
-    }
-}
-
-/// How fast a source delivers frames relative to their pts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Speed {
-    /// A frame when the clock reaches its pts; local time is the realtime clock.
-    RealTime,
-    /// This many times faster than real time (positive, not 1); synthetic local time.
-    Times(f64),
-    /// No waiting at all; synthetic local time.
-    Max,
-}
-
-/// Parameters of a `synthetic:` source.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SyntheticParams {
-    /// Frames a second, [`MIN_FPS`] to [`MAX_FPS`].
-    pub fps: f64,
-    /// Average bits a second over whole GOPs. Within a GOP, the key frame gets 8 shares of
-    /// the bytes and every other frame one, roughly as in real H.264.
-    pub bitrate: u64,
-    /// Frames from one key frame to the next, `>= 1` (1: every frame is a key frame).
-    pub gop: u32,
-}
-
-/// What a source URL names.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SourceSpec {
-    /// `file:PATH`, with the frame rate for an SPS without timing.
-    File { path: PathBuf, fps: f64 },
-    /// `synthetic:`.
-    Synthetic(SyntheticParams),
-}
-
-/// A parsed source URL.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SourceUrl {
-    pub spec: SourceSpec,
-    pub speed: Speed,
-}
-
-impl SourceUrl {
-    /// Parses a source URL (see the module docs). Every problem is [`SourceError::BadUrl`]:
-    /// an unknown scheme, an empty path, an unknown, repeated or unparseable parameter, or a
-    /// value out of range.
-    pub fn parse(url: &str) -> Result<Self, SourceError> {
-        let bad = |reason: String| SourceError::BadUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let (scheme, rest) = url
-            .split_once(':')
-            .ok_or_else(|| bad("expected file:PATH or synthetic:".to_owned()))?;
-        let (body, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut params = Params::parse(query).map_err(bad)?;
-        let speed = params.speed().map_err(bad)?;
-        let spec = match scheme {
-            "file" => {
-                if body.is_empty() {
-                    return Err(bad("file: needs a path".to_owned()));
-                }
-                let fps = params.fps().map_err(bad)?;
-                SourceSpec::File {
-                    path: PathBuf::from(body),
-                    fps,
-                }
-            }
-            "synthetic" => {
-                if !body.is_empty() {
-                    return Err(bad(format!(
-                        "synthetic: takes no path (found {body:?}); parameters go after '?'"
-                    )));
-                }
-                let fps = params.fps().map_err(bad)?;
-                let bitrate = params
-                    .number::<u64>("bitrate")
-                    .map_err(bad)?
-                    .unwrap_or(DEFAULT_BITRATE);
-                let gop = params
-                    .number::<u32>("gop")
-                    .map_err(bad)?
-                    .unwrap_or(DEFAULT_GOP);
-                if bitrate == 0 || gop == 0 {
-                    return Err(bad("bitrate and gop must be positive".to_owned()));
-                }
-                SourceSpec::Synthetic(SyntheticParams { fps, bitrate, gop })
-            }
-            other => {
-                return Err(bad(format!(
-                    "unsupported scheme {other:?} (expected file, synthetic or rtsp)"
-                )));
-            }
-        };
-        params.finish().map_err(bad)?;
-        Ok(SourceUrl { spec, speed })
-    }
-}
-
-/// The `key=value` pairs of a URL's query, taken one by one so leftovers can be refused.
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn parse(query: &str) -> Result<Self, String> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("parameter {pair:?} is not key=value"))?;
-            if pairs.iter().any(|(seen, _)| seen == k) {
-                return Err(format!("parameter {k:?} given twice"));
-            }
-            pairs.push((k.to_owned(), v.to_owned()));
-        }
-        Ok(Params(pairs))
-    }
-
-    fn take(&mut self, key: &str) -> Option<String> {
-        let i = self.0.iter().position(|(k, _)| k == key)?;
-        Some(self.0.remove(i).1)
-    }
-
-    fn number<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>, String> {
-        self.take(key)
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| format!("{key}={v:?} is not a valid number"))
-            })
-            .transpose()
-    }
-
-    fn fps(&mut self) -> Result<f64, String> {
-        let fps = self.number::<f64>("fps")?.unwrap_or(DEFAULT_FPS);
-        if !(MIN_FPS..=MAX_FPS).contains(&fps) {
-            return Err(format!("fps={fps} is outside {MIN_FPS}..={MAX_FPS}"));
-        }
-        Ok(fps)
-    }
-
-    fn speed(&mut self) -> Result<Speed, String> {
-        match self.take("speed").as_deref() {
-            None => Ok(Speed::RealTime),
-            Some("max") => Ok(Speed::Max),
-            Some(v) => match v.parse::<f64>() {
-                Ok(1.0) => Ok(Speed::RealTime),
-                Ok(n) if n.is_finite() && n > 0.0 => Ok(Speed::Times(n)),
-                _ => Err(format!("speed={v:?} is neither a positive number nor max")),
-            },
-        }
-    }
-
-    fn finish(self) -> Result<(), String> {
-        match self.0.first() {
-            None => Ok(()),
-            Some((k, _)) => Err(format!("unknown parameter {k:?}")),
         }
     }
 }
@@ -358,26 +180,20 @@ struct Synthetic {
 }
 
 impl Synthetic {
-    fn new(p: SyntheticParams, what: &str) -> Result<Self, SourceError> {
+    fn new(p: SyntheticParams) -> Result<Self, SourceError> {
         let entry = shipped_clip_entry().map_err(|source| SourceError::Parse {
             what: "the shipped clip".to_owned(),
             source,
         })?;
-        // Bytes of one GOP, split in shares: the key frame's weight plus one per other frame.
-        let gop_bytes = p.bitrate as f64 / 8.0 * f64::from(p.gop) / p.fps;
-        let shares = SYNTHETIC_KEY_FRAME_WEIGHT + u64::from(p.gop) - 1;
-        let share = gop_bytes / shares as f64;
-        let key_bytes = (share * SYNTHETIC_KEY_FRAME_WEIGHT as f64).round() as u64;
+        let (key_bytes, other_bytes) = p.frame_bytes();
         // A frame holds at least a length prefix and a NAL header.
         let min_bytes = NAL_LENGTH_BYTES as u64 + 1;
         let key_bytes = key_bytes.max(min_bytes);
-        let other_bytes = (share.round() as u64).max(min_bytes);
-        if key_bytes > h264::MAX_FRAME_BYTES as u64 {
-            return Err(SourceError::FrameTooLarge {
-                what: what.to_owned(),
-                bytes: key_bytes,
-            });
-        }
+        let other_bytes = other_bytes.max(min_bytes);
+        assert!(
+            key_bytes <= h264::MAX_FRAME_BYTES as u64,
+            "SourceUrl::parse refuses synthetic frames larger than a sample"
+        );
         Ok(Synthetic {
             entry,
             duration_90k: duration_of_fps(p.fps),
@@ -436,7 +252,7 @@ impl Source {
         let SourceUrl { spec, speed } = SourceUrl::parse(url)?;
         let frames = match spec {
             SourceSpec::File { path, fps } => open_clip(path, fps)?,
-            SourceSpec::Synthetic(p) => Frames::Synthetic(Synthetic::new(p, url)?),
+            SourceSpec::Synthetic(p) => Frames::Synthetic(Synthetic::new(p)?),
         };
         Ok(Source {
             frames,

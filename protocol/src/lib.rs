@@ -17,6 +17,7 @@ pub mod limits;
 pub mod messages;
 pub mod retry;
 pub mod sample_index;
+pub mod source_spec;
 pub mod source_url;
 pub mod time;
 pub mod wire;

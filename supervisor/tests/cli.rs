@@ -289,6 +289,14 @@ fn invalid_names_and_settings_are_refused_before_anything_changes() {
             "no host",
         ),
         (
+            &["camera", "add", "cam", "--source", "synthetic:?fps=0"],
+            "fps=0 is outside",
+        ),
+        (
+            &["camera", "add", "cam", "--source", "file:"],
+            "file: needs a path",
+        ),
+        (
             &[
                 "camera",
                 "add",

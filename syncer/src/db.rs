@@ -147,7 +147,10 @@ fn validate_source(source: &str) -> Result<(), ConfigError> {
         ));
     }
     if source.starts_with("file:") || source.starts_with("synthetic:") {
-        return Ok(());
+        // The ingest's own parse: what is accepted here, the ingest runs.
+        return protocol::source_spec::SourceUrl::parse(source)
+            .map(drop)
+            .map_err(|e| bad(e.reason));
     }
     if !source.starts_with("rtsp:") {
         return Err(bad("unknown scheme".to_owned()));
@@ -1150,6 +1153,13 @@ mod tests {
             ("rtsp://cam/x?stall_sec=0", "stall_sec"),
             ("rtsp://admin:hunter2@cam/x?stall_sec=0", "admin:***@cam"),
             ("file:/a b", "whitespace"),
+            // The ingest's parse: what it would refuse at start is refused here.
+            ("file:", "file: needs a path"),
+            ("synthetic:?fps=0", "fps=0 is outside"),
+            ("synthetic:?fps=100000", "fps=100000 is outside"),
+            ("synthetic:?bogus=1", "unknown parameter \"bogus\""),
+            ("file:x?speed=0", "speed=\"0\" is neither"),
+            ("synthetic:?fps=1&bitrate=1000000000", "over the limit"),
         ] {
             let c = StreamConfig {
                 source: bad.to_owned(),

@@ -17,7 +17,10 @@ fn of_stream(rows: &[RecordingRow], stream: i32) -> Vec<&RecordingRow> {
 
 /// Streams 1 ("a") and 2 ("b") record the clip at twice real time with a 2 s rotation.
 fn two_cameras() -> (tempfile::TempDir, syncer::layout::DataDir) {
-    data_dir(&[("a", camera("file:", 1, 2)), ("b", camera("file:", 1, 2))])
+    data_dir(&[
+        ("a", camera("synthetic:", 1, 2)),
+        ("b", camera("synthetic:", 1, 2)),
+    ])
 }
 
 #[test]
