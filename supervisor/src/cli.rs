@@ -158,6 +158,10 @@ pub struct RunArgs {
     /// The window of `--max-restarts`, in seconds.
     #[arg(long, default_value_t = 60)]
     pub restart_window_sec: u64,
+    /// Seconds before a failed camera is tried again; doubles while its tries fail, up to an
+    /// hour.
+    #[arg(long, default_value_t = 300)]
+    pub failed_retry_sec: u64,
     /// First restart delay in milliseconds; it doubles with each quick failure.
     #[arg(long, default_value_t = 500)]
     pub restart_backoff_ms: u64,
@@ -177,6 +181,7 @@ impl Default for RunArgs {
             shutdown_timeout_sec: 20,
             max_restarts: 5,
             restart_window_sec: 60,
+            failed_retry_sec: 300,
             restart_backoff_ms: 500,
             restart_backoff_max_sec: 30,
             min_free: Size(syncer::SyncerOptions::default().min_free_bytes),

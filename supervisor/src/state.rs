@@ -73,7 +73,7 @@ pub enum ProcessState {
     Running,
     /// Exited unexpectedly; waiting out its backoff before the next start.
     Restarting,
-    /// Restarted too often: given up on until `nvr run` restarts.
+    /// Restarted too often: tried again only after a long backoff (see `retry_at`).
     Failed,
 }
 
@@ -85,6 +85,9 @@ pub struct CameraState {
     pub restarts: u32,
     /// How the last run of its ingest ended, if it did.
     pub last_error: Option<String>,
+    /// For a failed camera: when it is tried again.
+    #[serde(default)]
+    pub retry_at: Option<protocol::Time>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@
 //! - A child that exits while not asked to is restarted after a capped exponential backoff
 //!   ([`Backoff`]), reset once it ran for [`Backoff::stable_after`]. A camera restarted more
 //!   than [`Intensity::max_restarts`] times within [`Intensity::window`] is marked failed with
-//!   its last error; the other cameras keep recording. If the syncer dies, every ingest loses
+//!   its last error, and tried again after [`Intensity::failed_retry`] (doubling while the
+//!   tries fail); the other cameras keep recording. If the syncer dies, every ingest loses
 //!   its connection; the syncer is restarted (its recovery runs first), then every ingest with
 //!   a fresh connection.
 //! - The camera list is reconciled with the syncer's every [`RECONCILE_EVERY`]: a camera added
@@ -91,19 +92,36 @@ impl Backoff {
 }
 
 /// The restart-intensity limit of one camera: more than `max_restarts` within `window` and the
-/// camera is marked failed.
+/// camera is marked failed. A failed camera is tried again after `failed_retry`, doubling up
+/// to [`MAX_FAILED_RETRY`] while each try fails before it runs stably, since what failed it
+/// (a full disk, a camera rebooting) may well go away.
 #[derive(Clone, Copy, Debug)]
 pub struct Intensity {
     pub max_restarts: usize,
     pub window: Duration,
+    pub failed_retry: Duration,
 }
+
+/// Longest wait before trying a failed camera again.
+pub const MAX_FAILED_RETRY: Duration = Duration::from_secs(3600);
 
 impl Default for Intensity {
     fn default() -> Self {
         Intensity {
             max_restarts: 5,
             window: Duration::from_secs(60),
+            failed_retry: Duration::from_secs(300),
         }
+    }
+}
+
+impl Intensity {
+    /// Wait before try number `tries` (from 1) of a failed camera.
+    fn failed_delay(&self, tries: u32) -> Duration {
+        let factor = 1u32 << tries.saturating_sub(1).min(16);
+        self.failed_retry
+            .saturating_mul(factor)
+            .min(MAX_FAILED_RETRY.max(self.failed_retry))
     }
 }
 
@@ -196,9 +214,27 @@ struct Camera {
     recent: VecDeque<Instant>,
     next_start: Option<Instant>,
     last_error: Option<String>,
+    /// Tries since the camera was last marked failed (0 when not failed); the running ingest,
+    /// if any, is such a try until it runs stably.
+    failed_tries: u32,
+    /// When a failed camera is tried next (realtime, for `nvr status`).
+    retry_at: Option<protocol::Time>,
 }
 
 impl Camera {
+    /// Marks the camera failed and schedules its next try.
+    fn fail(&mut self, name: &str, intensity: &Intensity, now: Instant) {
+        self.failed_tries += 1;
+        let retry_in = intensity.failed_delay(self.failed_tries);
+        error!(camera = %name, tries = self.failed_tries, ?retry_in, "marked failed; will try again");
+        self.state = ProcessState::Failed;
+        self.next_start = Some(now + retry_in);
+        self.retry_at = Some(
+            protocol::Time::from_system(std::time::SystemTime::now())
+                + protocol::Duration::from_std(retry_in),
+        );
+    }
+
     fn new(info: CameraInfo) -> Self {
         Camera {
             info,
@@ -209,6 +245,8 @@ impl Camera {
             recent: VecDeque::new(),
             next_start: Some(Instant::now()),
             last_error: None,
+            failed_tries: 0,
+            retry_at: None,
         }
     }
 }
@@ -343,6 +381,7 @@ impl Supervisor {
                 c.last_error = Some(why);
                 if ran >= backoff.stable_after {
                     c.consecutive = 0;
+                    c.failed_tries = 0;
                 }
                 c.consecutive += 1;
                 c.restarts += 1;
@@ -354,10 +393,9 @@ impl Supervisor {
                 {
                     c.recent.pop_front();
                 }
-                if c.recent.len() > intensity.max_restarts {
-                    error!(camera = %name, restarts = c.recent.len(), "restarted too often; marked failed");
-                    c.state = ProcessState::Failed;
-                    c.next_start = None;
+                if c.recent.len() > intensity.max_restarts || c.failed_tries > 0 {
+                    // Too many restarts, or a try of a failed camera that failed again.
+                    c.fail(name, &intensity, now);
                 } else {
                     let delay = backoff.delay(c.consecutive);
                     info!(camera = %name, ?delay, "restarting after backoff");
@@ -498,6 +536,7 @@ impl Supervisor {
                     }
                     c.consecutive = 0;
                     c.recent.clear();
+                    c.failed_tries = 0;
                     if c.state == ProcessState::Failed {
                         c.state = ProcessState::Restarting;
                         c.next_start = Some(Instant::now());
@@ -560,17 +599,16 @@ impl Supervisor {
                 });
                 c.state = ProcessState::Running;
                 c.next_start = None;
+                c.retry_at = None;
             }
             Err(e) => {
                 error!(camera = %name, error = %e, "cannot start nvr-ingest");
                 c.last_error = Some(format!("cannot start nvr-ingest: {e}"));
-                c.state = ProcessState::Failed;
-                c.next_start = None;
+                c.fail(name, &self.cfg.intensity, Instant::now());
             }
         }
     }
 
-    /// Writes the state file when something changed.
     /// Writes the state file when it changed (and until a write succeeds).
     fn publish(&mut self, lock: &SupervisorLock) {
         let state = SupervisorState {
@@ -589,6 +627,7 @@ impl Supervisor {
                     state: c.state,
                     restarts: c.restarts,
                     last_error: c.last_error.clone(),
+                    retry_at: c.retry_at.filter(|_| c.state == ProcessState::Failed),
                 })
                 .collect(),
         };

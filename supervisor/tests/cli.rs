@@ -848,6 +848,7 @@ fn status_merges_what_nvr_run_knows_about_each_camera() {
             state: ProcessState::Failed,
             restarts: 5,
             last_error: Some("nvr-ingest exited with status 4: no such file".to_owned()),
+            retry_at: Some(protocol::Time(1_800_000_000 * 90_000)),
         }],
     }
     .write(&d, &SupervisorLock::acquire(&d).unwrap())

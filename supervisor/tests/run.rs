@@ -204,6 +204,45 @@ fn a_camera_with_a_missing_source_fails_alone() {
     assert!(nvr.wait(Duration::from_secs(60)).success());
 }
 
+/// A failed camera is tried again after `--failed-retry-sec`, and records once what failed it
+/// is gone (here: its file appears); `nvr status` says when the next try is meanwhile.
+#[test]
+fn a_failed_camera_is_tried_again_and_recovers() {
+    let (tmp, d, _needle) = setup(&[("late", "file:{clip}.late?speed=2")]);
+    let flags = [
+        "--max-restarts",
+        "1",
+        "--restart-backoff-ms",
+        "100",
+        "--failed-retry-sec",
+        "3",
+    ];
+    let mut nvr = e2e::start_nvr_run(&d, &flags);
+    wait_until("late to be marked failed", Duration::from_secs(30), || {
+        SupervisorState::read(&d).is_some_and(|s| {
+            s.cameras
+                .iter()
+                .any(|c| c.state == ProcessState::Failed && c.retry_at.is_some())
+        })
+    });
+    let status = Command::new(e2e::binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(json["cameras"][0]["next_try"].is_string(), "{json}");
+    std::fs::copy(e2e::clip_path(), tmp.path().join("clip.h264.late")).unwrap();
+    wait_until("late to record", Duration::from_secs(60), || {
+        committed(&d) >= 1
+    });
+    let state = SupervisorState::read(&d).unwrap();
+    assert_eq!(state.cameras[0].state, ProcessState::Running, "{state:?}");
+    nvr.signal(Signal::SIGTERM);
+    assert!(nvr.wait(Duration::from_secs(60)).success());
+}
+
 #[test]
 fn demo_records_checks_and_summarizes() {
     let tmp = tempfile::tempdir().unwrap();

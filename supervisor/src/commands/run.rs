@@ -110,6 +110,7 @@ pub fn config(
         intensity: Intensity {
             max_restarts: args.max_restarts,
             window: Duration::from_secs(args.restart_window_sec),
+            failed_retry: Duration::from_secs(args.failed_retry_sec),
         },
         min_free_bytes: args.min_free.0,
         stop_requests,

@@ -41,6 +41,8 @@ struct CameraStatus {
     /// Restarts of its ingest since `nvr run` started.
     restarts: u32,
     last_error: Option<String>,
+    /// For a failed camera: when `nvr run` tries it again (RFC 3339).
+    next_try: Option<String>,
     committed_recordings: u64,
     /// Each recording rounded up to 4 KiB, as the quota counts them.
     committed_bytes: i64,
@@ -126,6 +128,7 @@ pub fn status(d: &DataDir, json: bool) -> CmdResult {
                 state,
                 restarts: sup.map_or(0, |c| c.restarts),
                 last_error: sup.and_then(|c| c.last_error.clone()),
+                next_try: sup.and_then(|c| c.retry_at).map(|t| t.to_string()),
                 committed_recordings: s.committed_recordings,
                 committed_bytes: s.committed_bytes,
                 retain_bytes: s.retain_bytes,
@@ -200,7 +203,12 @@ fn render_status(out: &StatusJson, supervisor: Option<&SupervisorState>) -> Stri
             c.newest_recording
                 .as_ref()
                 .map_or("-".to_owned(), |n| format!("{} {}", n.id, n.start)),
-            c.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            match (&c.last_error, &c.next_try) {
+                (Some(e), Some(t)) => format!("{e} (next try {t})"),
+                (Some(e), None) => e.clone(),
+                (None, Some(t)) => format!("next try {t}"),
+                (None, None) => "-".to_owned(),
+            },
         ]);
     }
     text.push_str(&t.render());
