@@ -267,6 +267,26 @@ impl Client {
         Ok(())
     }
 
+    /// Takes in pushed frames until `done` holds, for at most `timeout` (then `timed_out`). A
+    /// frame that is no pushed notice answers no request: a violation.
+    fn wait_for(
+        &mut self,
+        timeout: std::time::Duration,
+        timed_out: LinkError,
+        done: impl Fn(&Client) -> bool,
+    ) -> Result<(), LinkError> {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let Some(frame) = self.recv(Some(deadline))? else {
+                return Err(timed_out);
+            };
+            if let Some((other, _)) = self.take(frame)? {
+                return Err(self.violation(format!("{other:?} answers no request")));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends `req` and waits for its answer.
     fn request(&mut self, req: IngestRequest) -> Result<(IngestReply, Option<OwnedFd>), LinkError> {
         self.poll()?;
@@ -390,19 +410,11 @@ impl SyncerLink for Client {
             "waiting for the close of {id} while the close of {:?} is outstanding",
             self.closing
         );
-        let deadline = Instant::now() + timeout;
-        while self.closing == Some(id) {
-            let Some(frame) = self.recv(Some(deadline))? else {
-                return Err(LinkError::AcceptTimeout {
-                    id,
-                    waited: timeout,
-                });
-            };
-            if let Some((other, _)) = self.take(frame)? {
-                return Err(self.violation(format!("{other:?} answers no request")));
-            }
-        }
-        Ok(())
+        let timed_out = LinkError::AcceptTimeout {
+            id,
+            waited: timeout,
+        };
+        self.wait_for(timeout, timed_out, |c| c.closing != Some(id))
     }
 
     fn wait_acknowledged(
@@ -417,20 +429,15 @@ impl SyncerLink for Client {
             "waiting for {id} through {written_bytes}, reported only through {}",
             window.reported_bytes
         );
-        let deadline = Instant::now() + timeout;
-        while self.growing_window(id).acknowledged_bytes < written_bytes {
-            let Some(frame) = self.recv(Some(deadline))? else {
-                return Err(LinkError::AcknowledgeTimeout {
-                    id,
-                    written_bytes,
-                    waited: timeout,
-                });
-            };
-            if let Some((other, _)) = self.take(frame)? {
-                return Err(self.violation(format!("{other:?} answers no request")));
-            }
-        }
-        Ok(())
+        let timed_out = LinkError::AcknowledgeTimeout {
+            id,
+            written_bytes,
+            waited: timeout,
+        };
+        self.wait_for(timeout, timed_out, |c| {
+            c.growing
+                .is_some_and(|w| w.id == id && w.acknowledged_bytes >= written_bytes)
+        })
     }
 }
 

@@ -3,19 +3,13 @@
 //!
 //! # Source URLs
 //!
-//! - `file:PATH[?speed=N|max][&fps=F]`: an H.264 Annex B file (parsed with [`crate::h264`]),
-//!   looped forever. The whole file is read into memory once (at most [`MAX_FILE_BYTES`]): it is
-//!   meant for test clips, not hours of video. A frame lasts what the VUI timing of its SPS says
-//!   ([`crate::h264::Sps::frame_duration_90k`]); `fps` is used only for an SPS without timing
-//!   (default [`DEFAULT_FPS`]).
-//! - `synthetic:[?fps=F][&bitrate=B][&gop=G][&speed=N|max]`: generated frames for load tests:
-//!   `fps` frames a second (default 30), about `bitrate` bits a second (default 2 000 000), a
-//!   key frame every `gop` frames (default 30). See [`SyntheticParams`].
-//!
-//! `speed` applies to both: by default a source runs in real time; `speed=N` (a positive
-//! number) runs N times faster, `speed=max` as fast as the writer takes frames. The URL is
-//! parsed by [`protocol::source_spec`], the same parse the syncer checks a camera's source
-//! with when it is added.
+//! `file:PATH` and `synthetic:`, with their parameters (`speed`, `fps`, `bitrate`, `gop`), as
+//! [`protocol::source_spec`] parses them: the same parse the syncer checks a camera's source
+//! with when it is added. A `file:` source is an H.264 Annex B file (parsed with
+//! [`crate::h264`]), looped forever and read into memory once (at most [`MAX_FILE_BYTES`]: it is
+//! meant for test clips, not hours of video); a frame lasts what the VUI timing of its SPS says
+//! ([`crate::h264::Sps::frame_duration_90k`]), `fps` only for an SPS without timing.
+//! `synthetic:` generates frames for load tests ([`SyntheticParams`]).
 //!
 //! # Time
 //!
