@@ -38,7 +38,7 @@ use protocol::{CompositeId, Conn, WireError, check_version};
 use tracing::{debug, warn};
 
 use crate::h264::SampleEntry;
-use crate::writer::{Close, LinkError, SyncerLink};
+use crate::writer::{Close, LinkError, Opened, SyncerLink};
 
 /// Frames the reader thread may queue before it stops reading the socket (the syncer then
 /// blocks on a full socket buffer, which is harmless: only pushed notices can pile up).
@@ -325,11 +325,7 @@ impl SyncerLink for Client {
         }
     }
 
-    fn open(
-        &mut self,
-        run_offset: i32,
-        sample_entry_id: i32,
-    ) -> Result<(CompositeId, File), LinkError> {
+    fn open(&mut self, run_offset: i32, sample_entry_id: i32) -> Result<Opened<File>, LinkError> {
         match self.request(IngestRequest::OpenRecording {
             run_offset,
             sample_entry_id,
@@ -340,8 +336,9 @@ impl SyncerLink for Client {
                     reported_bytes: 0,
                     acknowledged_bytes: 0,
                 });
-                Ok((id, File::from(fd)))
+                Ok(Opened::Recording(id, File::from(fd)))
             }
+            (IngestReply::OpenRefused { message }, None) => Ok(Opened::Refused { message }),
             (IngestReply::Opened { id }, Some(_)) => Err(self.violation(format!(
                 "opened recording {id} of stream {}, but this connection records stream {}",
                 id.stream(),
@@ -394,6 +391,23 @@ impl SyncerLink for Client {
             times: close.times,
             end_reason: close.end_reason,
             writer_blake3: close.writer_blake3,
+        })?;
+        self.closing = Some(id);
+        self.growing = None;
+        Ok(())
+    }
+
+    fn abandon(&mut self, id: CompositeId, end_reason: &str) -> Result<(), LinkError> {
+        self.poll()?;
+        assert!(
+            self.closing.is_none(),
+            "abandon of {id} while the close of {:?} is outstanding",
+            self.closing
+        );
+        self.growing_window(id);
+        self.send(&IngestRequest::AbandonRecording {
+            id,
+            end_reason: end_reason.to_owned(),
         })?;
         self.closing = Some(id);
         self.growing = None;

@@ -82,12 +82,22 @@
 //! - A frame the syncer would reject (pts not increasing, a jump that does not fit `i32`, a
 //!   sample shorter than [`MIN_SAMPLE_DURATION_90K`], a sample entry change on a non-key
 //!   frame, a bad size) is refused with an error; nothing changes, and the caller may go on.
-//! - `write(2)` errors that can be transient (`EIO`, `ENOSPC`, `EDQUOT`, `EAGAIN`) wrote
-//!   nothing and are retried with [`protocol::retry()`]'s backoff; short writes continue where
-//!   they stopped. If the stop flag is set while retrying, or the error is of another kind, the
-//!   recording is *abandoned*: the file may end in part of a sample, so it cannot be closed;
-//!   nothing more is sent for it and the syncer salvages the reported prefix when the
-//!   connection ends. Any [`LinkError`] also abandons the growing recording.
+//! - `write(2)` errors that can be transient (`EIO`, `EAGAIN`) wrote nothing and are retried
+//!   with [`protocol::retry()`]'s backoff; short writes continue where they stopped. If the
+//!   stop flag is set while retrying, or the error is of another kind, the recording is
+//!   *abandoned*: the file may end in part of a sample, so it cannot be closed; nothing more is
+//!   sent for it and the syncer salvages the reported prefix when the connection ends. Any
+//!   [`LinkError`] also abandons the growing recording.
+//! - A full disk (`ENOSPC`, `EDQUOT` from a write, or the syncer refusing an open for it)
+//!   *pauses* the writer instead of retrying a write that cannot succeed until something is
+//!   deleted: the growing recording, if any, is reported through its last whole sample and
+//!   given up to the syncer ([`SyncerLink::abandon`]), which keeps those samples, cuts the
+//!   part of a sample after them and commits it, so the disk's space goes to the oldest
+//!   recordings' deletion instead of to nothing; the connection goes on. Frames are dropped
+//!   until a pause has passed and a key frame comes; that frame opens a new run. The pause is
+//!   [`DISK_FULL_RETRY_MIN`], doubling up to [`DISK_FULL_RETRY_MAX`] while the disk stays full
+//!   (a refused open, or a recording that ends before it has lasted as long as the pause
+//!   before it). One warning starts a pause and one line ends it, with what it dropped.
 //! - Dropping the writer with a recording open closes it with end reason `drop`.
 
 use std::io::{self, Write};
@@ -125,8 +135,15 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// [`WriterConfig::accept_timeout`]).
 pub const DEFAULT_ACCEPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Shortest pause after a full disk (see the module docs, "Failures").
+pub const DISK_FULL_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest pause after a full disk.
+pub const DISK_FULL_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// End reasons this crate gives recordings (shown by `nvr recordings`). A rotation has none.
 pub mod end_reason {
+    /// The disk was full: the recording ends at its last whole sample.
+    pub const DISK_FULL: &str = "disk-full";
     /// Closed on SIGTERM or SIGINT.
     pub const SHUTDOWN: &str = "shutdown";
     /// The writer was dropped with the recording open.
@@ -161,7 +178,7 @@ pub trait SyncerLink {
         &mut self,
         run_offset: i32,
         sample_entry_id: i32,
-    ) -> Result<(CompositeId, Self::File), LinkError>;
+    ) -> Result<Opened<Self::File>, LinkError>;
 
     /// Reports samples written since the previous report, which end at file offset
     /// `written_bytes`. The syncer's acknowledgement arrives later (see
@@ -188,6 +205,11 @@ pub trait SyncerLink {
     /// is outstanding.
     fn close(&mut self, close: Close) -> Result<(), LinkError>;
 
+    /// Gives up the growing recording `id`: the syncer keeps its reported samples and cuts the
+    /// rest. Counts as the outstanding close ([`SyncerLink::wait_accepted`]); the writer calls
+    /// it only when no other close is outstanding.
+    fn abandon(&mut self, id: CompositeId, end_reason: &str) -> Result<(), LinkError>;
+
     /// Waits up to `timeout` until the syncer has accepted the close of `id` (at once if it
     /// has already).
     fn wait_accepted(
@@ -195,6 +217,15 @@ pub trait SyncerLink {
         id: CompositeId,
         timeout: std::time::Duration,
     ) -> Result<(), LinkError>;
+}
+
+/// What [`SyncerLink::open`] gave.
+#[derive(Debug)]
+pub enum Opened<F> {
+    /// The new recording and its write-only descriptor (offset 0).
+    Recording(CompositeId, F),
+    /// The sample dir cannot take a new file now (the disk is full); nothing is open.
+    Refused { message: String },
 }
 
 /// The close of a recording, as [`protocol::messages::IngestRequest::CloseRecording`] carries
@@ -321,6 +352,15 @@ pub enum WriterError {
         source: io::Error,
     },
 
+    /// A write found the disk full (`ENOSPC`, `EDQUOT`). The writer handles it by pausing
+    /// (see the module docs); it never reaches the caller.
+    #[error("recording {id}: the disk is full: {source}")]
+    DiskFull {
+        id: CompositeId,
+        #[source]
+        source: io::Error,
+    },
+
     /// The recording was abandoned earlier; only a new connection can record again.
     #[error("recording {id} was abandoned; nothing more can be written on this connection")]
     Abandoned { id: CompositeId },
@@ -385,6 +425,11 @@ pub struct Writer<L: SyncerLink> {
     state: State<L::File>,
     /// The recording whose close was sent and not yet accepted.
     closing: Option<CompositeId>,
+    /// The next pause after a full disk, unless the disk took a recording as long as the
+    /// last pause since.
+    disk_full_backoff: Duration,
+    /// The last pause after a full disk.
+    last_pause: Duration,
 }
 
 enum State<F> {
@@ -396,6 +441,18 @@ enum State<F> {
     /// The growing recording was given up (see the module docs, "Failures"); only the
     /// syncer's salvage can end it, when the connection ends.
     Abandoned(CompositeId),
+    /// The disk was full: frames are dropped until the pause ends (see the module docs).
+    Paused(Pause),
+}
+
+/// A pause after a full disk.
+#[derive(Clone, Copy, Debug)]
+struct Pause {
+    /// Local time of the frame that found the disk full.
+    since: Time,
+    /// The first key frame at or after this local time ends the pause.
+    resume_at: Time,
+    dropped_frames: u64,
 }
 
 /// Where the next recording of a run goes.
@@ -555,6 +612,8 @@ impl<L: SyncerLink> Writer<L> {
             entries: Vec::new(),
             state: State::Idle { run: None },
             closing: None,
+            disk_full_backoff: DISK_FULL_RETRY_MIN,
+            last_pause: Duration(0),
         })
     }
 
@@ -567,7 +626,7 @@ impl<L: SyncerLink> Writer<L> {
     pub fn growing(&self) -> Option<CompositeId> {
         match &self.state {
             State::Open(r) => Some(r.id),
-            State::Idle { .. } | State::Abandoned(_) => None,
+            State::Idle { .. } | State::Abandoned(_) | State::Paused(_) => None,
         }
     }
 
@@ -585,6 +644,9 @@ impl<L: SyncerLink> Writer<L> {
                 bytes,
             });
         }
+        if !self.resume(frame) {
+            return Ok(());
+        }
         let entry_id = self.sample_entry_id(&frame.sample_entry)?;
         if let State::Open(r) = &self.state
             && let Step::Close {
@@ -600,7 +662,66 @@ impl<L: SyncerLink> Writer<L> {
         if let State::Idle { run } = self.state {
             self.open(run, entry_id, frame)?;
         }
-        self.append(frame)
+        match self.append(frame) {
+            Err(WriterError::DiskFull { id, source }) => self.pause(
+                frame.local_time,
+                &format!("recording {id}: write: {source}"),
+            ),
+            other => other,
+        }
+    }
+
+    /// Whether `frame` may be written: false while a pause lasts (the frame is dropped); at
+    /// its first key frame past the pause's end, the pause ends.
+    fn resume(&mut self, frame: &Frame) -> bool {
+        let State::Paused(p) = &mut self.state else {
+            return true;
+        };
+        if frame.local_time < p.resume_at || !frame.is_key {
+            p.dropped_frames += 1;
+            return false;
+        }
+        info!(
+            dropped_frames = p.dropped_frames,
+            paused_90k = (frame.local_time - p.since).0,
+            "recording again after the disk was full"
+        );
+        self.state = State::Idle { run: None };
+        true
+    }
+
+    /// The disk is full (`what` failed): gives up the growing recording at its last whole
+    /// sample and pauses (see the module docs, "Failures").
+    fn pause(&mut self, now: Time, what: &str) -> Result<(), WriterError> {
+        if matches!(&self.state, State::Open(r) if r.media_90k() >= self.last_pause.0) {
+            self.disk_full_backoff = DISK_FULL_RETRY_MIN; // the disk took data again
+        }
+        let pause = self.disk_full_backoff;
+        self.disk_full_backoff = Duration((pause.0 * 2).min(DISK_FULL_RETRY_MAX.0));
+        self.last_pause = pause;
+        warn!(
+            error = what,
+            pause_90k = pause.0,
+            "the disk is full: the recording ends at its last whole sample, and frames are \
+             dropped until the pause ends at a key frame"
+        );
+        if let State::Open(r) = &self.state {
+            let id = r.id;
+            if !r.unreported.is_empty() {
+                self.report()?;
+            }
+            self.wait_accepted(self.accept_timeout)?;
+            if let Err(e) = self.link.abandon(id, end_reason::DISK_FULL) {
+                return Err(self.link_failed(e));
+            }
+            self.closing = Some(id);
+        }
+        self.state = State::Paused(Pause {
+            since: now,
+            resume_at: now + pause,
+            dropped_frames: 0,
+        });
+        Ok(())
     }
 
     /// Closes the growing recording, if any, with a trailing zero (the next pts is unknown)
@@ -610,7 +731,7 @@ impl<L: SyncerLink> Writer<L> {
     pub fn close(&mut self, reason: &str) -> Result<(), WriterError> {
         match self.state {
             State::Open(_) => self.close_recording(None, Some(reason)),
-            State::Idle { .. } | State::Abandoned(_) => Ok(()),
+            State::Idle { .. } | State::Abandoned(_) | State::Paused(_) => Ok(()),
         }
     }
 
@@ -666,7 +787,8 @@ impl<L: SyncerLink> Writer<L> {
             None => (0, None),
         };
         let (id, file) = match self.link.open(run_offset, sample_entry_id) {
-            Ok(opened) => opened,
+            Ok(Opened::Recording(id, file)) => (id, file),
+            Ok(Opened::Refused { message }) => return self.pause(frame.local_time, &message),
             Err(e) => return Err(self.link_failed(e)),
         };
         info!(recording = %id, run_offset, sample_entry = sample_entry_id, "opened");
@@ -697,15 +819,22 @@ impl<L: SyncerLink> Writer<L> {
     /// Writes `frame` into the growing recording (checked by `next_step`, or its first), then
     /// indexes it and reports progress if due.
     fn append(&mut self, frame: &Frame) -> Result<(), WriterError> {
+        if let State::Paused(_) = self.state {
+            return Ok(()); // The open found the disk full; the frame is dropped.
+        }
         self.wait_window(frame.data.len() as u64)?;
         let State::Open(r) = &mut self.state else {
             unreachable!("append without a growing recording");
         };
         let id = r.id;
-        if let Err(e) = write_all(&mut r.file, &frame.data, &*self.clock, &self.stop, id) {
-            warn!(recording = %id, error = %e, "abandoning the recording to the syncer's salvage");
-            self.state = State::Abandoned(id);
-            return Err(e);
+        match write_all(&mut r.file, &frame.data, &*self.clock, &self.stop, id) {
+            Ok(()) => {}
+            Err(e @ WriterError::DiskFull { .. }) => return Err(e),
+            Err(e) => {
+                warn!(recording = %id, error = %e, "abandoning the recording to the syncer's salvage");
+                self.state = State::Abandoned(id);
+                return Err(e);
+            }
         }
         r.hasher.update(&frame.data);
         let media_90k = frame.pts_90k - r.first_pts_90k;
@@ -836,15 +965,22 @@ impl<L: SyncerLink> Drop for Writer<L> {
 
 /// Whether a `write(2)` error may go away by itself, having written nothing.
 fn is_transient(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
-        || e.raw_os_error().is_some_and(|n| {
-            [Errno::EIO, Errno::ENOSPC, Errno::EDQUOT, Errno::EAGAIN]
-                .iter()
-                .any(|&errno| errno as i32 == n)
-        })
+    e.kind() == io::ErrorKind::WouldBlock || errno_in(e, &[Errno::EIO, Errno::EAGAIN])
+}
+
+/// Whether a `write(2)` error says the disk is full, which only deleting something can change.
+fn is_disk_full(e: &io::Error) -> bool {
+    errno_in(e, &[Errno::ENOSPC, Errno::EDQUOT])
+}
+
+fn errno_in(e: &io::Error, errnos: &[Errno]) -> bool {
+    e.raw_os_error()
+        .is_some_and(|n| errnos.iter().any(|&errno| errno as i32 == n))
 }
 
 /// Writes all of `data` to `file`, retrying transient errors with backoff until `stop` is set.
+/// A full disk is not retried ([`WriterError::DiskFull`]); the file may then end in part of
+/// `data`.
 fn write_all<F: Write>(
     file: &mut F,
     mut data: &[u8],
@@ -866,6 +1002,7 @@ fn write_all<F: Write>(
                         Ok(0) => Ok(Err(io::Error::from(io::ErrorKind::WriteZero))),
                         Ok(n) => Ok(Ok(n)),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if is_disk_full(&e) => Ok(Err(e)),
                         Err(e) if is_transient(&e) => Err(e),
                         Err(e) => Ok(Err(e)),
                     };
@@ -874,6 +1011,9 @@ fn write_all<F: Write>(
         );
         let written = match attempt {
             Ok(Ok(n)) => n,
+            Ok(Err(source)) if is_disk_full(&source) => {
+                return Err(WriterError::DiskFull { id, source });
+            }
             Ok(Err(source)) => return Err(WriterError::Write { id, source }),
             Err(RetryStopped(source)) => return Err(WriterError::WriteAborted { id, source }),
         };

@@ -251,6 +251,7 @@ fn sigterm_closes_the_recording_with_reason_shutdown_and_exits_0() {
                     closes.push((end_reason, last_sample_duration_90k.is_some()));
                     c.send(&IngestReply::Accepted { id }).unwrap();
                 }
+                Ok(other) => panic!("fake syncer: unexpected {other:?}"),
                 Err(WireError::Closed) => return closes,
                 Err(e) => panic!("fake syncer: {e}"),
             }

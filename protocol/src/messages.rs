@@ -57,8 +57,10 @@ pub const MAX_RECORDINGS_PER_PAGE: u32 = 2000;
 /// mismatch means a stale process (e.g. an ingest left running across an upgrade).
 ///
 /// 2: `IngestReply::CloseFailed`; `IngestReply::Error` always drops the connection; recordings
-/// are listed in pages.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// are listed in pages. 3: the write window (`Progress::written_bytes`, `Progressed`).
+/// 4: a full disk costs a recording's unwritten tail, not the connection
+/// (`IngestRequest::AbandonRecording`, `IngestReply::OpenRefused`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// [`Hello::role`] of an ingest on its brokered connection.
 pub const ROLE_INGEST: &str = "ingest";
@@ -198,6 +200,18 @@ pub enum IngestRequest {
         /// itself and rejects the recording on a mismatch.
         writer_blake3: [u8; 32],
     },
+
+    /// Gives up the growing recording `id` because its file cannot take the next sample (the
+    /// disk is full): the syncer salvages it now, as if the connection had ended, keeping the
+    /// samples reported so far and cutting whatever part of a sample follows them; answered by
+    /// [`IngestReply::Accepted`] (also when nothing was reported and the file is discarded).
+    /// Counts as the outstanding close. The connection goes on.
+    AbandonRecording {
+        /// The growing recording, as [`IngestReply::Opened`] named it.
+        id: CompositeId,
+        /// Why, as for [`IngestRequest::CloseRecording::end_reason`].
+        end_reason: String,
+    },
 }
 
 /// What the syncer sends an ingest: one answer per [`IngestRequest`] that has one (see the
@@ -260,6 +274,14 @@ pub enum IngestReply {
     /// recording is salvaged to what it reported).
     Error {
         /// What was wrong, naming the object (recording id, limit) and what was expected.
+        message: String,
+    },
+
+    /// Answer to [`IngestRequest::OpenRecording`] when the sample dir cannot take a new file
+    /// now (`ENOSPC`, `EDQUOT`): nothing is open, and no fault of the ingest's, so the
+    /// connection goes on. The ingest tries again later, after a backoff.
+    OpenRefused {
+        /// What failed, naming the file and the error.
         message: String,
     },
 }

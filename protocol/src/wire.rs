@@ -446,6 +446,10 @@ mod tests {
                 end_reason: None,
                 writer_blake3: [0; 32],
             },
+            IngestRequest::AbandonRecording {
+                id,
+                end_reason: "disk-full".to_owned(),
+            },
         ] {
             assert_round_trips(req);
         }
@@ -466,6 +470,9 @@ mod tests {
             IngestReply::CloseFailed {
                 id,
                 message: "fsync of 0000000200000029 failed".to_owned(),
+            },
+            IngestReply::OpenRefused {
+                message: "create 0000000200000029: No space left on device".to_owned(),
             },
         ] {
             assert_round_trips(reply);

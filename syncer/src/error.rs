@@ -53,6 +53,24 @@ pub enum Error {
     RepairRefused(String),
     #[error("the syncer is shutting down")]
     ShuttingDown,
+    /// A minimum free space the file system can never have: the free-space guard would
+    /// delete every recording as soon as it is committed.
+    #[error(
+        "the minimum free space ({min_free_bytes} bytes) is not below the size of the sample \
+         dir's file system ({size_bytes} bytes): every recording would be deleted as soon as \
+         it is committed. Choose a few percent of the disk (or 0 to turn the guard off)"
+    )]
+    MinFreeTooLarge {
+        min_free_bytes: u64,
+        size_bytes: u64,
+    },
+    /// An open while the reserve file is released and cannot be made again: the space left
+    /// is for the commit that frees space, not for a new sample file.
+    #[error(
+        "the disk is full: no new recording until a commit has made room (the reserve file \
+         is released)"
+    )]
+    ReserveReleased,
     /// A camera name or setting was refused; nothing changed.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
@@ -82,6 +100,19 @@ impl Error {
     /// True when the syncer must stop and restart through recovery.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Error::DirSyncFailed(_) | Error::Bug(_))
+    }
+
+    /// True for a file system out of space or quota (`ENOSPC`, `EDQUOT`): the disk's state,
+    /// which freeing space may change, not a fault of whoever asked.
+    pub fn is_out_of_space(&self) -> bool {
+        let source = match self {
+            Error::Io { source, .. } => source,
+            Error::ReserveReleased => return true,
+            _ => return false,
+        };
+        [nix::errno::Errno::ENOSPC, nix::errno::Errno::EDQUOT]
+            .iter()
+            .any(|&n| source.raw_os_error() == Some(n as i32))
     }
 
     pub(crate) fn io(op: &'static str, target: impl std::fmt::Display, source: io::Error) -> Self {

@@ -7,9 +7,10 @@
 //! | request | allowed when | effect |
 //! |---|---|---|
 //! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] added on this connection | insert or look up the entry |
-//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor |
+//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor; `OpenRefused` if the disk cannot take a file |
 //! | `Progress` | `id` is this connection's growing recording | record the reported samples; answer `Progressed` (the write window) |
 //! | `CloseRecording` | `id` is the growing recording and no other close is outstanding | verify, fsync, hash ([`Action::Save`]); *accepted* after [`IngestSession::saved`] |
+//! | `AbandonRecording` | as `CloseRecording` | salvage to the reported samples now; *accepted* as for a close |
 //!
 //! Anything else, and any request that breaks a limit, is an error: the caller answers with it
 //! and drops the connection; the growing recording, if any, is then salvaged
@@ -141,7 +142,16 @@ impl IngestSession {
                     )));
                 }
                 let (id, writer) =
-                    syncer.open_recording(self.stream_id, run_offset, sample_entry_id)?;
+                    match syncer.open_recording(self.stream_id, run_offset, sample_entry_id) {
+                        Ok(opened) => opened,
+                        // The disk's state, not the ingest's fault: it tries again later.
+                        Err(e) if e.is_out_of_space() => {
+                            return Ok(Action::Reply(IngestReply::OpenRefused {
+                                message: e.to_string(),
+                            }));
+                        }
+                        Err(e) => return Err(e),
+                    };
                 self.growing = Some(id);
                 Ok(Action::Opened(id, writer))
             }
@@ -164,21 +174,7 @@ impl IngestSession {
                 end_reason,
                 writer_blake3,
             } => {
-                self.check_growing(id)?;
-                if let Some(r) = &end_reason
-                    && (r.len() > MAX_END_REASON_BYTES || r.chars().any(char::is_control))
-                {
-                    return Err(self.reject(format!(
-                        "end reason of {id} is {} bytes or holds control characters (at most \
-                         {MAX_END_REASON_BYTES} bytes on one line)",
-                        r.len()
-                    )));
-                }
-                if let Some(c) = self.closing {
-                    return Err(self.reject(format!(
-                        "close of {id} while the close of {c} is still outstanding"
-                    )));
-                }
+                self.check_closable(id, end_reason.as_deref())?;
                 self.growing = None;
                 let pending = syncer.begin_close(
                     id,
@@ -193,7 +189,39 @@ impl IngestSession {
                 self.closing = Some(id);
                 Ok(Action::Save(pending))
             }
+            IngestRequest::AbandonRecording { id, end_reason } => {
+                self.check_closable(id, Some(&end_reason))?;
+                self.growing = None;
+                match syncer.begin_salvage(id, &end_reason)? {
+                    None => Ok(Action::Reply(IngestReply::Accepted { id })),
+                    Some(pending) => {
+                        self.closing = Some(id);
+                        Ok(Action::Save(pending))
+                    }
+                }
+            }
         }
+    }
+
+    /// Checks a close or an abandon of `id`: the growing recording, a one-line end reason, and
+    /// no other close outstanding.
+    fn check_closable(&self, id: CompositeId, end_reason: Option<&str>) -> Result<(), Error> {
+        self.check_growing(id)?;
+        if let Some(r) = end_reason
+            && (r.len() > MAX_END_REASON_BYTES || r.chars().any(char::is_control))
+        {
+            return Err(self.reject(format!(
+                "end reason of {id} is {} bytes or holds control characters (at most \
+                 {MAX_END_REASON_BYTES} bytes on one line)",
+                r.len()
+            )));
+        }
+        if let Some(c) = self.closing {
+            return Err(self.reject(format!(
+                "close of {id} while the close of {c} is still outstanding"
+            )));
+        }
+        Ok(())
     }
 
     /// A close's durability work finished: concludes it and returns the answer, *accepted* or

@@ -58,6 +58,14 @@ impl DataDir {
         self.root.join(SAMPLE_DIR_NAME)
     }
 
+    /// The size of the sample dir's file system (`statvfs` `f_blocks * f_frsize`).
+    pub fn sample_fs_size_bytes(&self) -> Result<u64, Error> {
+        let path = self.sample_dir_path();
+        let st = nix::sys::statvfs::statvfs(&path)
+            .map_err(|e| Error::io("statvfs", path.display(), e.into()))?;
+        Ok(st.blocks() as u64 * st.fragment_size() as u64)
+    }
+
     /// Opens the sample dir and takes its exclusive lock; fails if another process holds it.
     pub fn lock_sample_dir(&self) -> Result<RealDir, Error> {
         let path = self.sample_dir_path();

@@ -29,6 +29,7 @@ pub mod retention;
 pub mod server;
 pub mod sim_fs;
 pub mod store;
+pub mod throttle;
 
 pub use error::Error;
 pub use store::{CloseRequest, Committed, Syncer, SyncerOptions};

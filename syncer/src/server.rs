@@ -152,6 +152,8 @@ struct Job<F> {
 /// Runs the daemon on `data_dir` until a graceful stop completes (`Ok`) or a fatal error.
 /// `ready` is called once recovery is done and the admin socket listens.
 pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Result<(), Error> {
+    opts.syncer
+        .check_against(Some(data_dir.sample_fs_size_bytes()?))?;
     serve_with(data_dir, opts, Seams::default(), ready)
 }
 

@@ -50,11 +50,17 @@ use crate::meta::Open;
 use crate::reported::ReportedSamples;
 use crate::reserve;
 use crate::retention::{oldest_to_delete, round_up};
+use crate::throttle::Throttle;
 use protocol::messages::{RecordingTimes, SampleReport};
 
 /// Bound on the recordings waiting for deletion because the database is full, as a multiple of
 /// the inserts the failing flush holds (see [`Syncer::shed_oldest_for_db`]).
 const SHED_FOR_DB_FACTOR: usize = 4;
+
+/// Most uncommitted recordings [`Syncer::discard_largest_synced`] gives up between two
+/// commits that insert recordings: one usually frees megabytes for a commit that needs kilobytes, and a
+/// database full for another reason (its page cap) must not take every recording in flight.
+const MAX_DISCARDS_FOR_ROOM: usize = 2;
 
 /// Tunables of a [`Syncer`].
 #[derive(Clone, Debug)]
@@ -67,6 +73,22 @@ pub struct SyncerOptions {
     /// When the sample dir's file system has less than this free, the oldest recordings are
     /// deleted whatever the quotas say (they add up to more than the disk); 0 disables it.
     pub min_free_bytes: u64,
+}
+
+impl SyncerOptions {
+    /// Checks the options against the sample dir's file system of `size_bytes` (`None`:
+    /// unlimited): [`Error::MinFreeTooLarge`] if `min_free_bytes` is at or above its size.
+    pub fn check_against(&self, size_bytes: Option<u64>) -> Result<(), Error> {
+        match size_bytes {
+            Some(size_bytes) if self.min_free_bytes != 0 && self.min_free_bytes >= size_bytes => {
+                Err(Error::MinFreeTooLarge {
+                    min_free_bytes: self.min_free_bytes,
+                    size_bytes,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for SyncerOptions {
@@ -224,6 +246,11 @@ pub struct Syncer<D: Dir> {
     /// that committed: bounded, so that a database deletions cannot help (a file system too
     /// full even for the WAL) does not lose every recording to one outage.
     shed_for_db: usize,
+    /// Recordings [`Syncer::discard_largest_synced`] gave up since the last commit that
+    /// inserted recordings.
+    discarded_for_room: usize,
+    /// The free-space guard's warnings, which a full disk repeats at every event.
+    disk_full_log: Throttle,
 }
 
 impl<D: Dir> std::fmt::Debug for Syncer<D> {
@@ -262,6 +289,8 @@ impl<D: Dir> Syncer<D> {
             options,
             reserve_present: false,
             shed_for_db: 0,
+            discarded_for_room: 0,
+            disk_full_log: Throttle::default(),
         })
     }
 
@@ -489,6 +518,13 @@ impl<D: Dir> Syncer<D> {
             return Err(Error::ShuttingDown);
         }
         let known_entry = self.db.has_sample_entry(sample_entry_id)?;
+        if self.options.reserve_bytes > 0 && !self.reserve_present {
+            // Released for a commit that frees space: a new file would eat it first.
+            self.restore_reserve();
+            if !self.reserve_present {
+                return Err(Error::ReserveReleased);
+            }
+        }
         let dir = self.dir.clone();
         let s = self.stream_mut(stream_id)?;
         let reject = |reason: String| Error::Rejected {
@@ -970,6 +1006,10 @@ impl<D: Dir> Syncer<D> {
 
         // Committed: now, and only now, change the state.
         self.shed_for_db = 0;
+        if !batch.inserts.is_empty() {
+            // Recordings commit again: what was discarded made the room it was for.
+            self.discarded_for_room = 0;
+        }
         info!(
             reason,
             inserted = batch.inserts.len(),
@@ -1082,19 +1122,31 @@ impl<D: Dir> Syncer<D> {
             chosen.push(r.0);
             s.to_delete.push(r);
         }
+        let held_back = self.disk_full_log.occur(self.clock.monotonic());
         if chosen.is_empty() {
-            warn!(
-                free,
-                min_free, "disk nearly full and nothing committed left to delete"
-            );
+            if let Some(held_back) = held_back {
+                warn!(
+                    free,
+                    min_free, held_back, "disk nearly full and nothing committed left to delete"
+                );
+            }
             return Ok(());
         }
-        warn!(
-            free,
-            min_free,
-            deleting = chosen.len(),
-            "disk nearly full: deleting the oldest recordings beyond their quotas"
-        );
+        match held_back {
+            Some(held_back) => warn!(
+                free,
+                min_free,
+                deleting = chosen.len(),
+                held_back,
+                "disk nearly full: deleting the oldest recordings beyond their quotas"
+            ),
+            None => debug!(
+                free,
+                min_free,
+                deleting = chosen.len(),
+                "disk nearly full: deleting the oldest recordings beyond their quotas"
+            ),
+        }
         self.flush("disk nearly full")?;
         self.collect_garbage()
     }
@@ -1135,6 +1187,9 @@ impl<D: Dir> Syncer<D> {
         }
         self.shed_for_db += shed;
         if shed == 0 {
+            if self.discard_largest_synced() {
+                return true;
+            }
             warn!(
                 waiting = self.shed_for_db,
                 "database full; deleting more recordings would not help, or none is left"
@@ -1144,6 +1199,56 @@ impl<D: Dir> Syncer<D> {
         warn!(
             deleting = shed,
             "database full: deleting the oldest recordings beyond their quotas"
+        );
+        true
+    }
+
+    /// The last resort of a full file system that nothing committed can relieve (growing
+    /// files filled it before anything was committed, and the database cannot take the
+    /// commit): the largest synced recording not yet committed is discarded and its file
+    /// unlinked at once, which needs no database write (its id is past the stream's durable
+    /// next id, so recovery would take the file for abandoned anyway). It was accepted, never
+    /// reported committed, so nothing acknowledged is lost. Only when the file system is what
+    /// is full: a database at its own page cap gains nothing from it; and at most
+    /// [`MAX_DISCARDS_FOR_ROOM`] until recordings commit again. Returns whether it discarded one.
+    fn discard_largest_synced(&mut self) -> bool {
+        let low = self.options.min_free_bytes.max(self.options.reserve_bytes);
+        if self.discarded_for_room >= MAX_DISCARDS_FOR_ROOM {
+            return false;
+        }
+        if !matches!(self.dir.free_bytes(), Ok(Some(free)) if free < low) {
+            return false;
+        }
+        let Some((bytes, id)) = self
+            .streams
+            .iter()
+            .flat_map(|(&sid, s)| {
+                s.inflight.iter().filter_map(move |(&r, f)| match f {
+                    InFlight::Synced(rec) => Some((
+                        rec.row.sample_file_bytes,
+                        std::cmp::Reverse(CompositeId::new(sid, r)),
+                    )),
+                    _ => None,
+                })
+            })
+            .max()
+            .map(|(b, std::cmp::Reverse(id))| (b, id))
+        else {
+            return false;
+        };
+        if let Err(e) = self.dir.unlink(&sample_file_name(id)) {
+            warn!(recording = %id, error = %e, "cannot unlink an uncommitted recording to make room");
+            return false;
+        }
+        let s = self.streams.get_mut(&id.stream()).expect("found above");
+        s.inflight.insert(id.recording(), InFlight::Discarded);
+        self.discarded_for_room += 1;
+        self.plan_flush_now(id, "discarded to make room on a full disk");
+        error!(
+            recording = %id,
+            bytes,
+            "disk and database full with nothing committed to delete: discarded this \
+             uncommitted recording to make room"
         );
         true
     }

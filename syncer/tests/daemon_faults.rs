@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ingest::client::Client;
 use ingest::h264::SampleEntry;
 use ingest::source::Source;
-use ingest::writer::{Close, LinkError, SyncerLink, Writer, WriterConfig, WriterError};
+use ingest::writer::{Close, LinkError, Opened, SyncerLink, Writer, WriterConfig, WriterError};
 use nix::errno::Errno;
 use protocol::clock::{Clock, RealClock};
 use protocol::messages::{RecordingTimes, SampleReport};
@@ -239,14 +239,17 @@ impl SyncerLink for FaultLink {
         &mut self,
         run_offset: i32,
         sample_entry_id: i32,
-    ) -> Result<(CompositeId, FaultWriter), LinkError> {
-        let (id, file) = self.client.open(run_offset, sample_entry_id)?;
+    ) -> Result<Opened<FaultWriter>, LinkError> {
+        let (id, file) = match self.client.open(run_offset, sample_entry_id)? {
+            Opened::Recording(id, file) => (id, file),
+            Opened::Refused { message } => return Ok(Opened::Refused { message }),
+        };
         let w = FaultWriter {
             file,
             name: sample_file_name(id),
             faults: self.faults.clone(),
         };
-        Ok((id, w))
+        Ok(Opened::Recording(id, w))
     }
 
     fn progress(
@@ -270,6 +273,10 @@ impl SyncerLink for FaultLink {
 
     fn close(&mut self, close: Close) -> Result<(), LinkError> {
         self.client.close(close)
+    }
+
+    fn abandon(&mut self, id: CompositeId, end_reason: &str) -> Result<(), LinkError> {
+        self.client.abandon(id, end_reason)
     }
 
     fn wait_accepted(&mut self, id: CompositeId, timeout: Duration) -> Result<(), LinkError> {

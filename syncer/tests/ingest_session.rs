@@ -2,6 +2,7 @@
 
 mod support;
 
+use nix::errno::Errno;
 use protocol::CompositeId;
 use protocol::messages::{
     IngestReply, IngestRequest, MAX_END_REASON_BYTES, RecordingTimes, SampleReport,
@@ -10,7 +11,8 @@ use support::*;
 use syncer::Syncer;
 use syncer::fs::DirFile;
 use syncer::ingest_session::{Action, IngestSession, MAX_SAMPLE_ENTRIES_PER_STREAM};
-use syncer::sim_fs::{SimFile, SimFs};
+use syncer::layout::sample_file_name;
+use syncer::sim_fs::{OpKind, SimFile, SimFs};
 
 fn add_entry(n: u8) -> IngestRequest {
     IngestRequest::AddSampleEntry {
@@ -259,4 +261,99 @@ fn end_reasons_are_one_short_line() {
             other => panic!("{reason:?}: {other:?}"),
         }
     }
+}
+
+/// A full disk costs the tail of a sample, not the connection: an abandoned recording keeps
+/// its reported samples and the part of a sample after them is cut; the next open works.
+#[test]
+fn an_abandoned_recording_keeps_its_reported_samples_and_the_connection_goes_on() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let (id, mut w) = add_entry_and_open(&mut s, &mut a);
+    w.write(&[1u8; 500]).unwrap();
+    let progress = IngestRequest::Progress {
+        id,
+        samples: vec![SampleReport {
+            pts_90k: 0,
+            bytes: 500,
+            is_key: true,
+        }],
+        times: times(),
+        written_bytes: 500,
+    };
+    a.handle(&mut s, progress).unwrap();
+    w.write(&[2u8; 70]).unwrap(); // part of the next sample, then the disk was full
+    let abandon = IngestRequest::AbandonRecording {
+        id,
+        end_reason: "disk-full".to_owned(),
+    };
+    let Action::Save(p) = a.handle(&mut s, abandon).unwrap() else {
+        panic!("expected the salvage work");
+    };
+    // It is the outstanding close: another close must wait for it.
+    let (id2, mut w2) = add_entry_and_open(&mut s, &mut a);
+    w2.write(b"y").unwrap();
+    let e = a.handle(&mut s, close(id2, b"y")).unwrap_err();
+    assert!(e.to_string().contains("still outstanding"), "{e}");
+    let result = p.run(&**s.dir());
+    assert_eq!(
+        a.saved(&mut s, id, result).unwrap(),
+        IngestReply::Accepted { id }
+    );
+    assert_eq!(poll(&mut s).unwrap(), vec![id]);
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!((rows[0].id, rows[0].sample_file_bytes), (id, 500));
+    assert_eq!(rows[0].end_reason.as_deref(), Some("disk-full"));
+    assert_eq!(
+        env.fs.read_current(&sample_file_name(id)).unwrap(),
+        vec![1u8; 500]
+    );
+}
+
+/// An abandon with nothing reported discards the file and is accepted at once.
+#[test]
+fn an_abandon_with_nothing_reported_is_accepted_at_once() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let (id, mut w) = add_entry_and_open(&mut s, &mut a);
+    w.write(&[2u8; 70]).unwrap();
+    let abandon = IngestRequest::AbandonRecording {
+        id,
+        end_reason: "disk-full".to_owned(),
+    };
+    assert!(matches!(
+        a.handle(&mut s, abandon).unwrap(),
+        Action::Reply(IngestReply::Accepted { id: i }) if i == id
+    ));
+    assert!(!a.busy());
+    poll(&mut s).unwrap();
+    assert!(s.db().recordings(None).unwrap().is_empty());
+}
+
+/// A create that fails for want of space is answered `OpenRefused`, not with the error that
+/// drops the connection; the next open, once there is room, works.
+#[test]
+fn an_open_on_a_full_disk_is_refused_without_dropping_the_connection() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let entry = entry_id(&mut s, &mut a, 1);
+    let open = IngestRequest::OpenRecording {
+        run_offset: 0,
+        sample_entry_id: entry,
+    };
+    env.fs.fail_nth(OpKind::CreateNew, 0, Errno::ENOSPC);
+    match a.handle(&mut s, open.clone()).unwrap() {
+        Action::Reply(IngestReply::OpenRefused { message }) => {
+            assert!(message.contains("No space left"), "{message}")
+        }
+        other => panic!("expected OpenRefused, got {other:?}"),
+    }
+    assert!(!a.busy());
+    let Action::Opened(id, _) = a.handle(&mut s, open).unwrap() else {
+        panic!("the second open works");
+    };
+    assert_eq!(a.growing(), Some(id));
 }

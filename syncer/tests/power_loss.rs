@@ -42,8 +42,8 @@ use std::sync::atomic::AtomicBool;
 use ingest::h264::SampleEntry;
 use ingest::source::{Source, SourceError};
 use ingest::writer::{
-    Close, DEFAULT_ACCEPT_TIMEOUT, LinkError, SyncerLink, Writer, WriterConfig, WriterError,
-    end_reason,
+    Close, DEFAULT_ACCEPT_TIMEOUT, LinkError, Opened, SyncerLink, Writer, WriterConfig,
+    WriterError, end_reason,
 };
 use protocol::clock::Clock;
 use protocol::messages::{IngestReply, IngestRequest, RecordingTimes, SampleReport};
@@ -321,7 +321,7 @@ impl SyncerLink for Link {
         &mut self,
         run_offset: i32,
         sample_entry_id: i32,
-    ) -> Result<(CompositeId, SampleFile), LinkError> {
+    ) -> Result<Opened<SampleFile>, LinkError> {
         let req = IngestRequest::OpenRecording {
             run_offset,
             sample_entry_id,
@@ -335,8 +335,9 @@ impl SyncerLink for Link {
                 if c.state == ConnState::DieAtNextOpen {
                     c.state = ConnState::Dying;
                 }
-                Ok((id, SampleFile(file)))
+                Ok(Opened::Recording(id, SampleFile(file)))
             }
+            Action::Reply(IngestReply::OpenRefused { message }) => Ok(Opened::Refused { message }),
             other => unreachable!("OpenRecording answered with {other:?}"),
         }
     }
@@ -392,6 +393,23 @@ impl SyncerLink for Link {
                 Ok(())
             }
             other => unreachable!("CloseRecording answered with {other:?}"),
+        }
+    }
+
+    fn abandon(&mut self, id: CompositeId, end_reason: &str) -> Result<(), LinkError> {
+        let req = IngestRequest::AbandonRecording {
+            id,
+            end_reason: end_reason.to_owned(),
+        };
+        match self.request(req)? {
+            Action::Save(pending) => {
+                let mut c = self.0.borrow_mut();
+                assert!(c.saving.is_none(), "the writer sent two closes at once");
+                c.saving = Some(pending);
+                Ok(())
+            }
+            Action::Reply(IngestReply::Accepted { id: i }) if i == id => Ok(()),
+            other => unreachable!("AbandonRecording answered with {other:?}"),
         }
     }
 

@@ -1042,3 +1042,79 @@ fn a_full_database_deletions_cannot_help_sheds_a_bounded_number() {
     assert!((57..=60).contains(&left), "{left} recordings left");
     assert_eq!(check_invariants(&env.fs, s.db()), Vec::<String>::new());
 }
+
+/// Growing files filled the disk before anything was committed, so the database cannot take
+/// the commit and nothing committed can be deleted for it: the largest uncommitted recording
+/// is discarded and its file unlinked (which needs no database write), and the rest commit.
+/// At most two go between commits, however long the database stays full.
+#[test]
+fn a_disk_full_of_uncommitted_recordings_gives_up_the_largest_to_commit_the_rest() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 60)), ("b", config(1 << 30, 60))]);
+    let mut s = start(&env).unwrap();
+    let (big, _) = record(&mut s, &env.clock, ids[0], 0, T0, 30, 1000).unwrap();
+    let (small, _) = record(&mut s, &env.clock, ids[1], 0, T0, 3, 1000).unwrap();
+    let (smaller, _) = record(
+        &mut s,
+        &env.clock,
+        ids[1],
+        0,
+        T0 + Duration::from_secs(9),
+        2,
+        1000,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The disk is full, and so every commit fails for want of space.
+    env.fs.set_capacity_bytes(Some(1 << 40));
+    let live = (1 << 40) - syncer::fs::Dir::free_bytes(&env.fs).unwrap().unwrap();
+    env.fs.set_capacity_bytes(Some(live));
+    env.fs.fail_all(OpKind::Commit, Errno::ENOSPC);
+    env.clock.advance(Duration::from_secs(60));
+    for _ in 0..20 {
+        s.poll().unwrap();
+        env.clock.advance(Duration::from_secs(1));
+    }
+    let names = env.fs.names();
+    assert!(!names.contains(&sample_file_name(big)), "{names:?}");
+    assert!(
+        !names.contains(&sample_file_name(small)),
+        "the second largest"
+    );
+    assert!(
+        names.contains(&sample_file_name(smaller)),
+        "no more than two: {names:?}"
+    );
+    env.fs.clear_faults();
+    env.fs.set_capacity_bytes(None);
+    env.clock.advance(options().flush_retry_delay);
+    poll(&mut s).unwrap();
+    assert_eq!(recording_ids(s.db()), vec![smaller]);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+/// While the reserve file is released (for a commit that frees space) and cannot be made
+/// again, no new sample file may eat the room: opens are refused as out of space, not as an
+/// error of the ingest's, until the reserve is back.
+#[test]
+fn opens_wait_while_the_reserve_is_released() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let fill = |env: &Env| {
+        env.fs.set_capacity_bytes(Some(1 << 40));
+        let live = (1 << 40) - syncer::fs::Dir::free_bytes(&env.fs).unwrap().unwrap();
+        env.fs.set_capacity_bytes(Some(live));
+    };
+    fill(&env);
+    env.fs.fail_nth(OpKind::CreateNew, 0, Errno::ENOSPC);
+    let e = s.open_recording(a, 0, 1).unwrap_err();
+    assert!(e.is_out_of_space(), "{e}");
+    assert!(!env.fs.names().contains(&"reserve".to_owned()), "released");
+    // Something else (another camera's growing file) takes the room at once.
+    fill(&env);
+    let e = s.open_recording(a, 0, 1).unwrap_err();
+    assert!(matches!(e, Error::ReserveReleased), "{e}");
+    assert!(e.is_out_of_space());
+    // Room again: the open makes the reserve again first, then opens.
+    env.fs.set_capacity_bytes(None);
+    s.open_recording(a, 0, 1).unwrap();
+    assert!(env.fs.names().contains(&"reserve".to_owned()));
+}

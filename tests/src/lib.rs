@@ -176,6 +176,11 @@ pub fn start_syncer(d: &DataDir) -> Proc {
 
 /// [`start_syncer`] with extra arguments.
 pub fn start_syncer_with(d: &DataDir, extra: &[&str]) -> Proc {
+    start_syncer_logged(d, extra, None)
+}
+
+/// [`start_syncer_with`], its log (stderr) going to the file `log` if given.
+pub fn start_syncer_logged(d: &DataDir, extra: &[&str], log: Option<&Path>) -> Proc {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     let mut cmd = Command::new(binary("nvr-syncer"));
     cmd.arg("--data-dir")
@@ -183,6 +188,9 @@ pub fn start_syncer_with(d: &DataDir, extra: &[&str]) -> Proc {
         .args(["--ready-fd", "3", "--shutdown-grace-sec", "5"])
         .args(extra)
         .stdin(Stdio::null());
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log).expect("create the syncer's log"));
+    }
     with_fd3(&mut cmd, &write);
     let child = cmd.spawn().expect("spawn nvr-syncer");
     drop(write);
@@ -199,6 +207,17 @@ pub fn start_syncer_with(d: &DataDir, extra: &[&str]) -> Proc {
 
 /// Asks the syncer for a connection for `camera` and starts its `nvr-ingest` on it.
 pub fn start_ingest(d: &DataDir, camera: &str, source: &str, extra: &[&str]) -> Proc {
+    start_ingest_logged(d, camera, source, extra, None)
+}
+
+/// [`start_ingest`], its log (stderr) going to the file `log` if given.
+pub fn start_ingest_logged(
+    d: &DataDir,
+    camera: &str,
+    source: &str,
+    extra: &[&str],
+    log: Option<&Path>,
+) -> Proc {
     let fd = AdminClient::connect(d)
         .expect("admin")
         .connect_ingest(camera)
@@ -207,6 +226,9 @@ pub fn start_ingest(d: &DataDir, camera: &str, source: &str, extra: &[&str]) -> 
     cmd.args(["--camera", camera, "--source", source])
         .args(extra)
         .stdin(Stdio::null());
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log).expect("create the ingest's log"));
+    }
     with_fd3(&mut cmd, &fd);
     let child = cmd.spawn().expect("spawn nvr-ingest");
     drop(fd);

@@ -1,7 +1,9 @@
 //! A real small file system: recording keeps going on a disk far smaller than the quotas, and
-//! startup never fails because the disk is full.
+//! startup never fails because the disk is full; growing files that fill the disk end at their
+//! last whole sample instead of stalling every camera; a minimum free space the disk cannot
+//! have is refused; the guard's warnings are rate-limited.
 //!
-//! Mounts a 6 MiB tmpfs. As root it does so directly; otherwise it re-runs itself inside
+//! Mounts a small tmpfs. As root it does so directly; otherwise each test re-runs itself inside
 //! `unshare -Urm` (a new user namespace, mapped to root, with its own mount namespace, where an
 //! unprivileged user may mount a tmpfs). Only where neither works does the test say SKIPPED
 //! loudly and pass.
@@ -39,25 +41,40 @@ fn observe(d: &DataDir, seen: &mut [i32; 2]) {
 /// Set in the environment of the copy of this test that runs inside `unshare -Urm`.
 const IN_NAMESPACE_ENV: &str = "NVR_FULL_DISK_IN_USER_NAMESPACE";
 
-/// This test's name, as `--exact` wants it.
-const TEST_NAME: &str = "recording_goes_on_when_the_disk_is_smaller_than_the_quotas";
-
 #[test]
 fn recording_goes_on_when_the_disk_is_smaller_than_the_quotas() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os(IN_NAMESPACE_ENV).is_none(),
-            "inside `unshare -Urm` but not root: the uid map did not apply"
-        );
-        rerun_in_user_namespace();
-        return;
-    }
-    full_disk_body();
+    as_root(
+        "recording_goes_on_when_the_disk_is_smaller_than_the_quotas",
+        full_disk_body,
+    );
 }
 
-/// Runs this test again, as root of a new user and mount namespace, and fails if that copy
-/// fails. Skips loudly (passing) when unprivileged user namespaces are not available here.
-fn rerun_in_user_namespace() {
+#[test]
+fn growing_files_that_fill_the_disk_end_at_their_last_sample_and_recording_goes_on() {
+    as_root(
+        "growing_files_that_fill_the_disk_end_at_their_last_sample_and_recording_goes_on",
+        growing_files_fill_the_disk_body,
+    );
+}
+
+/// Runs `body` as root: at once if this process is root, else in a copy of the test named
+/// `test_name` inside `unshare -Urm`.
+fn as_root(test_name: &str, body: fn()) {
+    if nix::unistd::geteuid().is_root() {
+        body();
+        return;
+    }
+    assert!(
+        std::env::var_os(IN_NAMESPACE_ENV).is_none(),
+        "inside `unshare -Urm` but not root: the uid map did not apply"
+    );
+    rerun_in_user_namespace(test_name);
+}
+
+/// Runs the test `test_name` again, as root of a new user and mount namespace, and fails if
+/// that copy fails. Skips loudly (passing) when unprivileged user namespaces are not available
+/// here.
+fn rerun_in_user_namespace(test_name: &str) {
     match Command::new("unshare").args(["-Urm", "true"]).output() {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
@@ -82,7 +99,7 @@ fn rerun_in_user_namespace() {
     let status = Command::new("unshare")
         .arg("-Urm")
         .arg(exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+        .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
         .env(IN_NAMESPACE_ENV, "1")
         .status()
         .unwrap();
@@ -92,7 +109,9 @@ fn rerun_in_user_namespace() {
     );
 }
 
-fn full_disk_body() {
+/// Mounts a tmpfs of `size` (e.g. `6m`) in a new temporary dir; `None` (having said SKIPPED)
+/// if that cannot be done here.
+fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -101,12 +120,19 @@ fn full_disk_body() {
         &mnt,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("size=6m"),
+        Some(format!("size={size}").as_str()),
     ) {
         eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk test did not run");
-        return;
+        return None;
     }
-    let _guard = Tmpfs(mnt.clone());
+    Some((tmp, Tmpfs(mnt)))
+}
+
+fn full_disk_body() {
+    let Some((_tmp, guard)) = mount_tmpfs("6m") else {
+        return;
+    };
+    let mnt = guard.0.clone();
     let d = DataDir::new(mnt.join("data"));
     // Quotas of 1 GiB on a 6 MiB disk: only the free-space guard can make room.
     let source = "synthetic:?fps=30&bitrate=4000000&gop=30&speed=4";
@@ -193,4 +219,103 @@ impl StreamConfigExt for syncer::db::StreamConfig {
             ..self
         }
     }
+}
+
+/// Two cameras whose recordings are each bigger than the 8 MiB disk, so that nothing is
+/// committed when their growing files fill it: each ends at its last whole sample (end reason
+/// `disk-full`) and is committed, the guard deletes the oldest to make room, and both cameras
+/// go on recording; the guard's warnings come a few times, not at every event. Then a
+/// `--min-free` at the disk's size is refused, by the syncer and by `nvr run`.
+fn growing_files_fill_the_disk_body() {
+    let Some((tmp, guard)) = mount_tmpfs("8m") else {
+        return;
+    };
+    let d = DataDir::new(guard.0.join("data"));
+    // About 2 MB/s per camera, rotating every 60 s of media: 30 MB recordings.
+    let source = "synthetic:?fps=30&bitrate=4000000&gop=30&speed=4";
+    init_data_dir(
+        &d,
+        &[
+            ("a", StreamConfigExt::big(camera(source, 1, 60))),
+            ("b", StreamConfigExt::big(camera(source, 1, 60))),
+        ],
+    );
+    let log = std::path::PathBuf::from("/tmp/fd-syncer.log");
+    let _ = &tmp;
+    let mut syncer = start_syncer_logged(&d, &["--min-free-bytes", "1048576"], Some(&log));
+    let ingest_logs = [tmp.path().join("a.log"), tmp.path().join("b.log")];
+    let mut a = start_ingest_logged(&d, "a", source, &[], Some(&ingest_logs[0]));
+    let mut b = start_ingest_logged(&d, "b", source, &[], Some(&ingest_logs[1]));
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(
+        a.try_status().is_none() && b.try_status().is_none(),
+        "an ingest died"
+    );
+    for p in [&a, &b] {
+        p.signal(Signal::SIGTERM);
+    }
+    assert!(a.wait(Duration::from_secs(30)).success());
+    assert!(b.wait(Duration::from_secs(30)).success());
+    syncer.signal(Signal::SIGTERM);
+    assert!(syncer.wait(Duration::from_secs(30)).success());
+    let violations = check(&d);
+    assert!(violations.is_empty(), "{violations:#?}");
+    // Each camera's disk-full recordings were committed (its syncer connection counts the
+    // commits it was told of), and it went on after each pause.
+    for path in &ingest_logs {
+        let logged = std::fs::read_to_string(path).unwrap();
+        let pauses = logged.matches("the disk is full").count();
+        let resumed = logged
+            .matches("recording again after the disk was full")
+            .count();
+        let committed: u64 = logged
+            .lines()
+            .find_map(|l| l.split("committed_on_this_connection=").nth(1))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no commit count in {}:\n{logged}", path.display()));
+        eprintln!(
+            "{}: {pauses} pauses, {resumed} resumed, {committed} committed",
+            path.display()
+        );
+        assert!(
+            pauses >= 2 && resumed >= 2 && committed >= 2,
+            "{}: {pauses} pauses, {resumed} resumed, {committed} committed:\n{logged}",
+            path.display()
+        );
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let warnings = logged
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("disk nearly full"))
+        .count();
+    let minutes = started.elapsed().as_secs() / 60;
+
+    assert!(
+        warnings as u64 <= 2 * (minutes + 1),
+        "{warnings} free-space warnings in {minutes} min: not rate-limited\n{logged}"
+    );
+
+    // A minimum free space of the whole disk is refused, naming both sizes.
+    let out = Command::new(binary("nvr-syncer"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .args(["--min-free-bytes", &(8u64 << 20).to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not below the size"), "{stderr}");
+    let out = Command::new(binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .args(["run", "--min-free", "16MiB"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--min-free") && stderr.contains("not below the size"),
+        "{stderr}"
+    );
 }

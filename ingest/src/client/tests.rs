@@ -152,6 +152,7 @@ fn serve_conversation(mut conn: Conn) -> Served {
                     deferred = Some(id);
                 }
             }
+            IngestRequest::AbandonRecording { id, .. } => panic!("abandon of {id}"),
         }
     }
 }
@@ -437,7 +438,9 @@ fn waiting_for_the_window_returns_once_the_syncer_acknowledges_and_times_out_oth
         c
     });
     let mut client = connect(conn);
-    let (id, _file) = client.open(0, 1).unwrap();
+    let Opened::Recording(id, _file) = client.open(0, 1).unwrap() else {
+        panic!("refused")
+    };
     client.progress(id, Vec::new(), times(), 100).unwrap();
     client.wait_acknowledged(id, 60, TIMEOUT).unwrap();
     client
@@ -473,7 +476,9 @@ fn progressed_for_the_closing_recording_is_taken_in_passing_but_for_no_other() {
             c
         });
         let mut client = connect(conn);
-        let (id, _file) = client.open(0, 1).unwrap();
+        let Opened::Recording(id, _file) = client.open(0, 1).unwrap() else {
+            panic!("refused")
+        };
         client.progress(id, Vec::new(), times(), 100).unwrap();
         client.close(close_of(id)).unwrap();
         let result = client.add_sample_entry(&entry());
@@ -500,9 +505,52 @@ fn progressed_past_the_report_is_a_protocol_violation() {
         c
     });
     let mut client = connect(conn);
-    let (id, _file) = client.open(0, 1).unwrap();
+    let Opened::Recording(id, _file) = client.open(0, 1).unwrap() else {
+        panic!("refused")
+    };
     client.progress(id, Vec::new(), times(), 100).unwrap();
     let err = client.wait_acknowledged(id, 100, TIMEOUT).unwrap_err();
     assert!(matches!(err, LinkError::Protocol { .. }), "{err}");
+    drop(syncer.join().unwrap());
+}
+
+/// A refused open leaves the client ready for the next; an abandon is the outstanding close
+/// until its acceptance.
+#[test]
+fn a_refused_open_and_an_abandon_keep_the_connection() {
+    let (conn, syncer) = with_syncer(|mut c| {
+        handshake(&mut c, PROTOCOL_VERSION);
+        let IngestRequest::OpenRecording { .. } = c.recv().unwrap() else {
+            panic!("expected an open");
+        };
+        c.send(&IngestReply::OpenRefused {
+            message: "create: No space left on device".to_owned(),
+        })
+        .unwrap();
+        let id = serve_open(&mut c);
+        let req: IngestRequest = c.recv().unwrap();
+        assert_eq!(
+            req,
+            IngestRequest::AbandonRecording {
+                id,
+                end_reason: "disk-full".to_owned()
+            }
+        );
+        c.send(&IngestReply::Accepted { id }).unwrap();
+        let _entry: IngestRequest = c.recv().unwrap();
+        c.send(&IngestReply::SampleEntry { id: 1 }).unwrap();
+        c
+    });
+    let mut client = connect(conn);
+    let Opened::Refused { message } = client.open(0, 1).unwrap() else {
+        panic!("opened");
+    };
+    assert!(message.contains("No space"), "{message}");
+    let Opened::Recording(id, _file) = client.open(0, 1).unwrap() else {
+        panic!("refused");
+    };
+    client.abandon(id, "disk-full").unwrap();
+    client.wait_accepted(id, TIMEOUT).unwrap();
+    assert_eq!(client.add_sample_entry(&entry()).unwrap(), 1);
     drop(syncer.join().unwrap());
 }

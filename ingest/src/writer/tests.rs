@@ -30,6 +30,10 @@ enum Event {
     Open(CompositeId),
     Progress(CompositeId),
     Close(CompositeId),
+    /// A recording given up at its last reported sample.
+    Abandon(CompositeId),
+    /// An open the fake refused (disk full).
+    OpenRefused,
     Wait(CompositeId),
     /// A wait for the syncer to acknowledge the recording through this offset.
     WaitAcknowledged(CompositeId, u64),
@@ -54,6 +58,8 @@ struct Rec {
     /// window without waiting fails the fake's check.
     acknowledged_bytes: u64,
     close: Option<Close>,
+    /// The end reason it was abandoned with.
+    abandoned: Option<String>,
 }
 
 impl Rec {
@@ -92,6 +98,8 @@ struct FakeSyncer {
     lose_on_progress: bool,
     /// `wait_acknowledged` times out instead of acknowledging.
     never_acknowledge: bool,
+    /// The next this many opens are refused as on a full disk.
+    refuse_opens: u32,
 }
 
 /// The fake link; clones share one fake syncer.
@@ -186,8 +194,15 @@ impl SyncerLink for Fake {
         &mut self,
         run_offset: i32,
         sample_entry_id: i32,
-    ) -> Result<(CompositeId, FakeFile), LinkError> {
+    ) -> Result<Opened<FakeFile>, LinkError> {
         let mut s = self.0.borrow_mut();
+        if s.refuse_opens > 0 {
+            s.refuse_opens -= 1;
+            s.events.push(Event::OpenRefused);
+            return Ok(Opened::Refused {
+                message: "create: No space left on device".to_owned(),
+            });
+        }
         assert!(
             (1..=s.entries.len() as i32).contains(&sample_entry_id),
             "unknown sample entry {sample_entry_id}"
@@ -211,11 +226,12 @@ impl SyncerLink for Fake {
             progress: Vec::new(),
             acknowledged_bytes: 0,
             close: None,
+            abandoned: None,
         });
         s.growing = Some(s.recs.len() - 1);
         s.events.push(Event::Open(id));
         let rec = s.recs.len() - 1;
-        Ok((
+        Ok(Opened::Recording(
             id,
             FakeFile {
                 syncer: self.0.clone(),
@@ -297,6 +313,25 @@ impl SyncerLink for Fake {
         s.run_tail = Some((run_offset, end));
         s.outstanding = Some(id);
         s.events.push(Event::Close(id));
+        Ok(())
+    }
+
+    fn abandon(&mut self, id: CompositeId, end_reason: &str) -> Result<(), LinkError> {
+        let mut s = self.0.borrow_mut();
+        assert_eq!(
+            s.outstanding, None,
+            "an abandon was sent while a close was outstanding"
+        );
+        let i = s
+            .growing
+            .take()
+            .expect("abandon without a growing recording");
+        let r = &mut s.recs[i];
+        assert_eq!(r.id, id, "abandon of a recording that is not growing");
+        r.abandoned = Some(end_reason.to_owned());
+        s.run_tail = None;
+        s.outstanding = Some(id);
+        s.events.push(Event::Abandon(id));
         Ok(())
     }
 
@@ -1044,7 +1079,7 @@ fn transient_write_errors_are_retried_with_backoff() {
         .0
         .borrow_mut()
         .faults
-        .extend([Fault::Errno(Errno::EIO), Fault::Errno(Errno::ENOSPC)]);
+        .extend([Fault::Errno(Errno::EIO), Fault::Errno(Errno::EAGAIN)]);
     h.feed(0..3, FRAME_90K, 30, at);
     assert_eq!(
         h.clock.monotonic(),
@@ -1067,6 +1102,114 @@ fn short_writes_continue_where_they_stopped() {
     h.writer.close(end_reason::SHUTDOWN).unwrap();
     let s = h.s();
     assert_eq!(s.recs[0].data.len(), 1000 + 100 + 100);
+}
+
+#[test]
+fn a_full_disk_ends_the_recording_at_its_last_whole_sample_and_pauses() {
+    let mut h = harness(0, 60);
+    h.feed(0..7, FRAME_90K, 5, at);
+    // Frame 7 finds the disk full after 40 of its bytes.
+    h.fake
+        .0
+        .borrow_mut()
+        .faults
+        .extend([Fault::Short(40), Fault::Errno(Errno::ENOSPC)]);
+    // Not retried, and not the caller's problem: frames 7 and on are dropped for a second.
+    h.feed(7..40, FRAME_90K, 5, at);
+    assert_eq!(h.clock.monotonic(), Time(0), "a full disk is not retried");
+    {
+        let s = h.s();
+        let r = &s.recs[0];
+        assert_eq!(r.abandoned.as_deref(), Some(end_reason::DISK_FULL));
+        assert_eq!(r.reported.len(), 7, "every whole sample reported first");
+        let reported_bytes: u64 = r.reported.iter().map(|s| u64::from(s.bytes)).sum();
+        assert_eq!(
+            r.data.len() as u64,
+            reported_bytes + 40,
+            "a part of frame 7 follows"
+        );
+        assert_eq!(s.recs.len(), 1, "nothing opened during the pause");
+    }
+    // Frame 40 is the first key frame a second or more after frame 7: a new run begins.
+    h.feed(40..50, FRAME_90K, 5, at);
+    h.writer.close(end_reason::SHUTDOWN).unwrap();
+    let s = h.s();
+    assert_eq!(s.recs.len(), 2);
+    assert_eq!(s.recs[1].run_offset, 0, "a new run");
+    assert_eq!(
+        s.recs[1].reported[0].bytes, 1000,
+        "it starts on a key frame"
+    );
+    assert_eq!(s.recs[1].reported.len(), 10);
+    let order: Vec<&Event> = s
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Abandon(_) | Event::Wait(_) | Event::Close(_)))
+        .collect();
+    let (a, b) = (s.recs[0].id, s.recs[1].id);
+    assert_eq!(
+        order,
+        [&Event::Abandon(a), &Event::Wait(a), &Event::Close(b)],
+        "the abandon counts as the outstanding close"
+    );
+}
+
+#[test]
+fn a_full_disk_at_a_recording_s_first_frame_abandons_it_unreported() {
+    let mut h = harness(0, 60);
+    h.fake
+        .0
+        .borrow_mut()
+        .faults
+        .push_back(Fault::Errno(Errno::EDQUOT));
+    h.feed(0..1, FRAME_90K, 30, at);
+    let s = h.s();
+    assert!(s.recs[0].reported.is_empty());
+    assert_eq!(s.recs[0].abandoned.as_deref(), Some(end_reason::DISK_FULL));
+    assert!(!s.events.iter().any(|e| matches!(e, Event::Progress(_))));
+}
+
+#[test]
+fn the_pause_doubles_while_the_disk_stays_full() {
+    let mut h = harness(0, 60);
+    h.fake.0.borrow_mut().refuse_opens = 2;
+    let enospc = |h: &mut Harness| {
+        h.fake
+            .0
+            .borrow_mut()
+            .faults
+            .push_back(Fault::Errno(Errno::ENOSPC))
+    };
+    // One key frame a second. Refused at 0 s: paused 1 s. Refused at 1 s: no recording took
+    // data, so paused 2 s. Opened at 3 s.
+    h.feed(0..105, FRAME_90K, 30, at);
+    {
+        let s = h.s();
+        let opens = s
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::OpenRefused | Event::Open(_)))
+            .count();
+        assert_eq!(opens, 2 + 1, "{:?}", s.events);
+        assert_eq!(s.recs[0].data.len(), 1000 + 14 * 100, "opened at 3 s");
+    }
+    // Full again at 3.5 s, before the recording lasted the 2 s pause before it: 4 s.
+    enospc(&mut h);
+    h.feed(105..106, FRAME_90K, 30, at);
+    assert_eq!(h.writer.last_pause, Duration::from_secs(4));
+    // Opened at 8 s; full at 13 s, after lasting longer than the pause: back to 1 s.
+    h.feed(106..390, FRAME_90K, 30, at);
+    assert_eq!(h.s().recs.len(), 2);
+    assert_eq!(h.s().recs[1].reported[0].pts_90k, 0);
+    enospc(&mut h);
+    h.feed(390..391, FRAME_90K, 30, at);
+    assert_eq!(h.writer.last_pause, DISK_FULL_RETRY_MIN);
+    // Opened at 14 s.
+    h.feed(391..450, FRAME_90K, 30, at);
+    h.writer.close(end_reason::SHUTDOWN).unwrap();
+    let s = h.s();
+    assert_eq!(s.recs.len(), 3);
+    assert_eq!(s.recs[2].data.len(), 1000 + 29 * 100, "opened at 14 s");
 }
 
 #[test]

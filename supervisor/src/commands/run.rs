@@ -97,6 +97,7 @@ pub fn config(
         )
         .into());
     }
+    check_min_free(d, args.min_free.0)?;
     Ok(Config {
         data_dir: d.clone(),
         bin_dir: bin_dir()?,
@@ -115,6 +116,19 @@ pub fn config(
         min_free_bytes: args.min_free.0,
         stop_requests,
     })
+}
+
+/// Refuses a `--min-free` the sample dir's file system can never have, before anything starts
+/// (the syncer would refuse it at each start).
+fn check_min_free(d: &DataDir, min_free_bytes: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let size_bytes = d.sample_fs_size_bytes()?;
+    let options = syncer::SyncerOptions {
+        min_free_bytes,
+        ..syncer::SyncerOptions::default()
+    };
+    options
+        .check_against(Some(size_bytes))
+        .map_err(|e| format!("--min-free: {e}").into())
 }
 
 pub fn run(d: &DataDir, args: RunArgs) -> CmdResult {
