@@ -338,3 +338,31 @@ pub fn not_private(d: &DataDir) -> Vec<String> {
     }
     bad
 }
+
+/// A tmpfs this test mounted; unmounted on drop, even when the test fails.
+pub struct Tmpfs(pub PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mounts a tmpfs of `size` (e.g. `6m`) in a new temporary dir; `None` (having said SKIPPED)
+/// if that cannot be done here (it needs root, or root of a user namespace).
+pub fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    if let Err(e) = nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(format!("size={size}").as_str()),
+    ) {
+        eprintln!("SKIPPED: cannot mount a tmpfs here ({e})");
+        return None;
+    }
+    Some((tmp, Tmpfs(mnt)))
+}

@@ -10,10 +10,18 @@
 //! syncer or supervisor kill, at most what was accepted but not yet committed
 //! (<= flush_if_sec + rotation).
 //!
-//! `NVR_CRASH_ITERATIONS` (default 25) and `NVR_CRASH_SEED` (default: from the clock; printed
+//! Before each kill a random fault is injected and taken back, so that the kills also land
+//! on a system recovering from one (issue 11's faults): a syncer stall (SIGSTOP, then
+//! SIGCONT), a sample file retention must delete made immutable (`chattr +i`: unlinks fail
+//! with EPERM), a full disk (the data dir is on a 64 MiB tmpfs, filled to the last few hundred
+//! KiB by another file), or a flood of idle admin connections past the syncer's cap. The
+//! faults that need root (the tmpfs, `chattr`) are left out, and the output says so, when the
+//! test is not root.
+//!
+//! `NVR_CRASH_ITERATIONS` (default 200, about 18 minutes; fewer for a quick run) and `NVR_CRASH_SEED` (default: from the clock; printed
 //! so that a failure replays) control it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +39,9 @@ const FLUSH_IF_SEC: u32 = 1;
 const ROTATE_SEC: u32 = 1;
 /// Scheduling slack on top of DESIGN.md's bounds (process start, frame pacing, polling).
 const SLACK: Duration = Duration::from_millis(700);
+/// Each camera's quota: wide enough that the ledger checks hundreds of recordings per run,
+/// small enough that the fast cameras reach it and retention deletes.
+const QUOTA_BYTES: i64 = 2 << 20;
 
 /// xorshift64*: a seeded schedule that replays exactly.
 struct Rng(u64);
@@ -55,6 +66,112 @@ enum Victim {
     Supervisor,
     IngestAndSyncer,
     Everything,
+}
+
+/// What goes wrong before the kill (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    None,
+    SyncerStall,
+    Unlinkable,
+    DiskFull,
+    AdminFlood,
+}
+
+/// Injects `fault` for a moment and takes it back. Returns false if it could not be
+/// injected here (not root).
+fn inject(fault: Fault, d: &DataDir, syncer: i32, rng: &mut Rng, on_tmpfs: bool) -> bool {
+    let hold = Duration::from_millis(500 + rng.below(1500));
+    match fault {
+        Fault::None => std::thread::sleep(hold),
+        Fault::SyncerStall => {
+            let _ = kill(Pid::from_raw(syncer), Signal::SIGSTOP);
+            std::thread::sleep(hold);
+            let _ = kill(Pid::from_raw(syncer), Signal::SIGCONT);
+        }
+        Fault::Unlinkable => {
+            // The oldest file of the fastest camera: the next to go to its quota.
+            let Some(victim) = oldest_sample_file(d, 2) else {
+                return false;
+            };
+            if !chattr(&victim, "+i") {
+                return false;
+            }
+            std::thread::sleep(hold);
+            assert!(
+                chattr(&victim, "-i") || !victim.exists(),
+                "chattr -i {victim:?}"
+            );
+        }
+        Fault::DiskFull => {
+            if !on_tmpfs {
+                return false;
+            }
+            let junk = d.root.join("junk");
+            fill_leaving(&junk, 256 << 10);
+            std::thread::sleep(hold);
+            std::fs::remove_file(&junk).unwrap();
+        }
+        Fault::AdminFlood => {
+            let idle: Vec<_> = (0..syncer::server::MAX_ADMIN_CONNECTIONS + 8)
+                .filter_map(|_| {
+                    std::os::unix::net::UnixStream::connect(syncer::server::socket_path(d)).ok()
+                })
+                .collect();
+            std::thread::sleep(hold);
+            drop(idle);
+        }
+    }
+    true
+}
+
+/// The oldest sample file of stream `stream`, if any.
+fn oldest_sample_file(d: &DataDir, stream: i32) -> Option<std::path::PathBuf> {
+    let prefix = format!("{stream:08x}");
+    let mut names: Vec<String> = std::fs::read_dir(d.sample_dir_path())
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.len() == 16 && n.starts_with(&prefix))
+        .collect();
+    names.sort();
+    names.first().map(|n| d.sample_dir_path().join(n))
+}
+
+fn chattr(path: &std::path::Path, flag: &str) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Writes `path` until its file system has about `leave_bytes` free.
+fn fill_leaving(path: &std::path::Path, leave_bytes: u64) {
+    use std::io::Write;
+    let st = nix::sys::statvfs::statvfs(path.parent().unwrap()).unwrap();
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 << 10];
+    let mut left = free.saturating_sub(leave_bytes);
+    while left > 0 {
+        let n = block.len().min(left as usize);
+        if f.write_all(&block[..n]).is_err() {
+            break; // the cameras took the rest first
+        }
+        left -= n as u64;
+    }
+}
+
+/// This test's processes: those whose command line names `a` or `b`.
+fn processes(a: &str, b: &str) -> Vec<(i32, String)> {
+    let mut p = pids_mentioning(a);
+    for q in pids_mentioning(b) {
+        if !p.iter().any(|(pid, _)| *pid == q.0) {
+            p.push(q);
+        }
+    }
+    p
 }
 
 fn now_90k() -> Time {
@@ -121,7 +238,7 @@ fn kill_9_loop_loses_nothing_committed() {
     let iterations: u32 = std::env::var("NVR_CRASH_ITERATIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(25);
+        .unwrap_or(200);
     let seed: u64 = std::env::var("NVR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -138,16 +255,28 @@ fn kill_9_loop_loses_nothing_committed() {
     let mut rng = Rng(seed);
 
     let tmp = tempfile::tempdir().unwrap();
-    let needle = tmp.path().display().to_string();
     let clip = tmp.path().join("clip.h264");
     std::fs::copy(clip_path(), &clip).unwrap();
     let fast = format!("file:{}?speed=8", clip.display());
     let real_time = format!("file:{}", clip.display());
     let quota = |c: syncer::db::StreamConfig| syncer::db::StreamConfig {
-        retain_bytes: 160 << 10,
+        retain_bytes: QUOTA_BYTES,
         ..c
     };
-    let d = DataDir::new(tmp.path().join("data"));
+    let is_root = nix::unistd::geteuid().is_root();
+    let tmpfs = if is_root { mount_tmpfs("64m") } else { None };
+    let on_tmpfs = tmpfs.is_some();
+    if !on_tmpfs {
+        println!("crash loop: not root: no full-disk or immutable-file faults");
+    }
+    let d = DataDir::new(match &tmpfs {
+        Some((_, m)) => m.0.join("data"),
+        None => tmp.path().join("data"),
+    });
+    // Every process of this test names the data dir (`--data-dir`) or the clip on its
+    // command line.
+    let needle = tmp.path().display().to_string();
+    let data_needle = d.root.display().to_string();
     e2e::init_data_dir(
         &d,
         &[
@@ -161,7 +290,9 @@ fn kill_9_loop_loses_nothing_committed() {
     );
 
     let mut ledger = Ledger::new();
+    let mut checked: BTreeSet<CompositeId> = BTreeSet::new();
     let mut kills: BTreeMap<Victim, u32> = BTreeMap::new();
+    let mut faults: BTreeMap<Fault, u32> = BTreeMap::new();
     let mut worst_ingest_tail = Duration::ZERO;
     let mut worst_syncer_window = Duration::ZERO;
     for it in 0..iterations {
@@ -171,8 +302,25 @@ fn kill_9_loop_loses_nothing_committed() {
                 .and_then(|mut a| a.status())
                 .is_ok_and(|s| s.streams.iter().all(|s| s.growing.is_some()))
         });
-        std::thread::sleep(Duration::from_millis(800 + rng.below(1500)));
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1000)));
+        let fault = match rng.below(5) {
+            0 => Fault::None,
+            1 => Fault::SyncerStall,
+            2 => Fault::Unlinkable,
+            3 => Fault::DiskFull,
+            _ => Fault::AdminFlood,
+        };
+        let syncer_pid = processes(&needle, &data_needle)
+            .into_iter()
+            .find(|(_, c)| c.contains("nvr-syncer"))
+            .map(|(p, _)| p)
+            .unwrap_or_else(|| panic!("iteration {it}: no syncer"));
+        if inject(fault, &d, syncer_pid, &mut rng, on_tmpfs) {
+            *faults.entry(fault).or_default() += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
         observe(&d, &mut ledger);
+        checked.extend(ledger.keys().copied());
         let victim = match rng.below(5) {
             0 => Victim::Ingest,
             1 => Victim::Syncer,
@@ -181,7 +329,7 @@ fn kill_9_loop_loses_nothing_committed() {
             _ => Victim::Everything,
         };
         *kills.entry(victim).or_default() += 1;
-        let procs = pids_mentioning(&needle);
+        let procs = processes(&needle, &data_needle);
         let find = |what: &str| {
             procs
                 .iter()
@@ -209,7 +357,7 @@ fn kill_9_loop_loses_nothing_committed() {
                 "children to die with the supervisor",
                 Duration::from_secs(10),
                 || {
-                    pids_mentioning(&needle)
+                    processes(&needle, &data_needle)
                         .iter()
                         .all(|(_, c)| !c.contains("nvr-syncer") && !c.contains("nvr-ingest"))
                 },
@@ -222,9 +370,9 @@ fn kill_9_loop_loses_nothing_committed() {
             nvr.stop();
         }
         assert!(
-            pids_mentioning(&needle).is_empty(),
+            processes(&needle, &data_needle).is_empty(),
             "iteration {it}: processes left: {:?}",
-            pids_mentioning(&needle)
+            processes(&needle, &data_needle)
         );
 
         // nvr check --hash: zero violations.
@@ -253,16 +401,23 @@ fn kill_9_loop_loses_nothing_committed() {
                 ),
                 None => {
                     // Gone: only legitimate if the newer recordings of its stream fill the
-                    // quota, i.e. it fell out of the quota window.
+                    // quota (it fell out of the quota window), or, on a full disk, if the
+                    // free-space guard took it oldest first: nothing older of its stream is
+                    // left.
                     let newer: i64 = rows
                         .iter()
                         .filter(|r| r.id.stream() == id.stream() && r.id > id)
                         .map(|r| round_up(r.sample_file_bytes))
                         .sum();
+                    let older_left = rows
+                        .iter()
+                        .any(|r| r.id.stream() == id.stream() && r.id < id);
                     assert!(
-                        newer + round_up(bytes) > (160 << 10) - (64 << 10),
-                        "iteration {it} (seed {seed}, {victim:?}): committed recording {id} \
-                         lost while inside its quota window ({newer} newer bytes)"
+                        newer + round_up(bytes) > QUOTA_BYTES - (64 << 10)
+                            || (fault == Fault::DiskFull && !older_left),
+                        "iteration {it} (seed {seed}, {victim:?}, {fault:?}): committed \
+                         recording {id} lost while inside its quota window ({newer} newer \
+                         bytes)"
                     );
                 }
             }
@@ -298,10 +453,17 @@ fn kill_9_loop_loses_nothing_committed() {
         }
     }
     println!(
-        "crash loop: {iterations} iterations, kills {kills:?}, ledger {} recordings; worst loss: \
-         ingest kill {worst_ingest_tail:?} (bound 1 s), syncer/supervisor kill \
-         {worst_syncer_window:?} (bound {} s)",
+        "crash loop: {iterations} iterations, kills {kills:?}, faults {faults:?}; ledger: {} \
+         recordings checked in all, {} at the end; worst loss: ingest kill \
+         {worst_ingest_tail:?} (bound 1 s), syncer/supervisor kill {worst_syncer_window:?} \
+         (bound {} s)",
+        checked.len(),
         ledger.len(),
         FLUSH_IF_SEC + ROTATE_SEC
+    );
+    assert!(
+        checked.len() as u32 >= 8 * iterations,
+        "the ledger checked only {} recordings in {iterations} iterations",
+        checked.len()
     );
 }

@@ -13,19 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::*;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::signal::Signal;
 use syncer::admin_client::AdminClient;
 use syncer::layout::DataDir;
-
-/// Unmounts on drop, even when the test fails.
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
-    }
-}
 
 /// Raises `seen[stream]` to the newest committed recording id of each stream.
 fn observe(d: &DataDir, seen: &mut [i32; 2]) {
@@ -107,25 +97,6 @@ fn rerun_in_user_namespace(test_name: &str) {
         status.success(),
         "the full-disk test failed inside `unshare -Urm`: {status}"
     );
-}
-
-/// Mounts a tmpfs of `size` (e.g. `6m`) in a new temporary dir; `None` (having said SKIPPED)
-/// if that cannot be done here.
-fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    if let Err(e) = mount(
-        Some("tmpfs"),
-        &mnt,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={size}").as_str()),
-    ) {
-        eprintln!("SKIPPED: cannot mount a tmpfs here ({e}); the full-disk test did not run");
-        return None;
-    }
-    Some((tmp, Tmpfs(mnt)))
 }
 
 fn full_disk_body() {
