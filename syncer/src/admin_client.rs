@@ -1,10 +1,13 @@
 //! The client side of the admin socket, for the supervisor, the `nvr` command line and tests:
 //! status, recordings, cameras (list, add, set, remove), brokered ingest connections, shutdown.
 //!
-//! Every call has a deadline ([`DEFAULT_DEADLINE`], or the caller's): connecting, and each send
-//! and answer, fail with [`AdminError::Deadline`] past it, so that a stopped or stuck syncer
-//! never hangs a command or the supervisor. (Each step has the deadline: a call of several
-//! steps may take a few times it.)
+//! Every call has a deadline ([`DEFAULT_DEADLINE`], or the caller's): the connect and its
+//! hello together, and each request with its answer, fail with [`AdminError::Deadline`] once it
+//! has passed, so that a stopped or stuck syncer never hangs a command or the supervisor. (The
+//! socket timeouts are set to what is left of it before each send and receive; the syncer is
+//! trusted not to trickle a frame byte by byte.) A listing of many pages has the deadline per
+//! page. Changes that may wait on the disk (`set_camera` lowering a quota, `remove_camera`
+//! waiting for saves) have at least [`SLOW_DEADLINE`].
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -35,7 +38,10 @@ pub enum AdminError {
     },
     #[error("syncer admin connection: {0}")]
     Wire(WireError),
-    #[error("the syncer did not answer within {waited:?} (is it stopped or stuck?)")]
+    #[error(
+        "the syncer did not answer within {waited:?} (is it stopped or stuck? a change it was \
+         asked for may still be made)"
+    )]
     Deadline { waited: Duration },
     #[error("the syncer refused: {0}")]
     Refused(String),
@@ -46,9 +52,15 @@ pub enum AdminError {
 /// How long an admin call may wait for the syncer unless its caller says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The least deadline of a camera change, which may wait for saves or delete many recordings
+/// on a slow disk.
+pub const SLOW_DEADLINE: Duration = Duration::from_secs(300);
+
 pub struct AdminClient {
     conn: Conn,
     deadline: Duration,
+    /// The deadline of the call under way (see [`AdminClient::deadline_of`]).
+    current: Duration,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -68,6 +80,7 @@ impl AdminClient {
         data_dir: &DataDir,
         deadline: Duration,
     ) -> Result<AdminClient, AdminError> {
+        let give_up = Instant::now() + deadline;
         let path = socket_path(data_dir);
         let stream = connect_socket(&path, deadline).map_err(|source| {
             if source.kind() == io::ErrorKind::TimedOut {
@@ -79,11 +92,13 @@ impl AdminClient {
         let mut c = AdminClient {
             conn: Conn::from(stream),
             deadline,
+            current: deadline,
         };
         // A syncer refusing the connection (too many clients) may answer and hang up before
         // the hello is sent: its answer is still there to read.
+        c.arm(give_up)?;
         let hello = c.conn.send(&Hello::new(ROLE_ADMIN));
-        let answer = c.recv();
+        let answer = c.arm(give_up).and_then(|()| c.recv());
         if let (Err(e), Err(_)) = (hello, &answer) {
             return Err(c.wire_error(e));
         }
@@ -94,8 +109,38 @@ impl AdminClient {
         }
     }
 
+    /// Bounds the next send or receive by what is left until `give_up`, and makes a timeout
+    /// of either the deadline passing.
+    fn arm(&mut self, give_up: Instant) -> Result<(), AdminError> {
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AdminError::Deadline {
+                waited: self.current,
+            });
+        }
+        let s = self.conn.stream();
+        s.set_read_timeout(Some(left))
+            .and_then(|()| s.set_write_timeout(Some(left)))
+            .map_err(|e| self.wire_error(WireError::Io(e)))
+    }
+
+    /// The deadline of `req` (see the module docs).
+    fn deadline_of(&self, req: &AdminRequest) -> Duration {
+        match req {
+            AdminRequest::SetCamera { .. } | AdminRequest::RemoveCamera { .. } => {
+                self.deadline.max(SLOW_DEADLINE)
+            }
+            _ => self.deadline,
+        }
+    }
+
+    /// Sends `msg` and bounds the wait for its answer, both by `msg`'s deadline.
     fn send(&mut self, msg: &AdminRequest) -> Result<(), AdminError> {
-        self.conn.send(msg).map_err(|e| self.wire_error(e))
+        self.current = self.deadline_of(msg);
+        let give_up = Instant::now() + self.current;
+        self.arm(give_up)?;
+        self.conn.send(msg).map_err(|e| self.wire_error(e))?;
+        self.arm(give_up)
     }
 
     fn recv(&mut self) -> Result<AdminReply, AdminError> {
@@ -112,7 +157,7 @@ impl AdminClient {
                 ) =>
             {
                 AdminError::Deadline {
-                    waited: self.deadline,
+                    waited: self.current,
                 }
             }
             e => AdminError::Wire(e),
@@ -333,5 +378,58 @@ mod tests {
             err.to_string().contains(crate::server::SOCKET_FILE_NAME),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+
+    /// The connect and the hello share one deadline. The syncer here takes 60% of the
+    /// deadline to accept (its backlog is full, so the connect waits) and as long again to
+    /// answer the hello: each step is within the deadline, their sum is not, and the call
+    /// fails once the deadline has passed.
+    #[test]
+    fn one_deadline_covers_the_connect_and_its_hello() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::new(tmp.path().to_owned());
+        let listener = std::os::unix::net::UnixListener::bind(socket_path(&d)).unwrap();
+        // Fill the backlog: connects then fail with EAGAIN until one is accepted.
+        let addr = UnixAddr::new(&socket_path(&d)).unwrap();
+        let mut fillers = Vec::new();
+        loop {
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .unwrap();
+            match connect(fd.as_raw_fd(), &addr) {
+                Ok(()) => fillers.push(fd),
+                Err(Errno::EAGAIN) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let deadline = Duration::from_millis(500);
+        let step = deadline * 6 / 10;
+        let queued = fillers.len();
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(step);
+            // The queued fillers first, then the client, which connects once there is room.
+            let mut accepted: Vec<_> = (0..=queued).map(|_| listener.accept().unwrap().0).collect();
+            let mut conn = Conn::from(accepted.pop().unwrap());
+            let _hello: Hello = conn.recv().unwrap();
+            std::thread::sleep(step);
+            let _ = conn.send(&AdminReply::Ok);
+            std::thread::sleep(step);
+        });
+        let t = Instant::now();
+        let err = AdminClient::connect_with_deadline(&d, deadline).unwrap_err();
+        let took = t.elapsed();
+        assert!(matches!(err, AdminError::Deadline { .. }), "{err}");
+        assert!(took < deadline + step / 2, "took {took:?}");
+        server.join().unwrap();
+        drop(fillers);
     }
 }
