@@ -133,19 +133,7 @@ fn full_disk_body() {
         seen[0] > before[0] && seen[1] > before[1],
         "recording stalled on the full disk: newest ids {seen:?}, 2 s before {before:?}"
     );
-    assert!(
-        a.try_status().is_none() && b.try_status().is_none(),
-        "an ingest died"
-    );
-    for p in [&a, &b] {
-        p.signal(Signal::SIGTERM);
-    }
-    assert!(a.wait(Duration::from_secs(30)).success());
-    assert!(b.wait(Duration::from_secs(30)).success());
-    syncer.signal(Signal::SIGTERM);
-    assert!(syncer.wait(Duration::from_secs(30)).success());
-    let violations = check(&d);
-    assert!(violations.is_empty(), "{violations:#?}");
+    stop_cleanly(&d, [&mut a, &mut b], &mut syncer);
     let rows = recordings(&d);
     assert!(!rows.is_empty());
     let first_kept = rows.iter().map(|r| r.id.recording()).min().unwrap();
@@ -219,19 +207,7 @@ fn growing_files_fill_the_disk_body() {
     let mut b = start_ingest_logged(&d, "b", source, &[], Some(&ingest_logs[1]));
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(12));
-    assert!(
-        a.try_status().is_none() && b.try_status().is_none(),
-        "an ingest died"
-    );
-    for p in [&a, &b] {
-        p.signal(Signal::SIGTERM);
-    }
-    assert!(a.wait(Duration::from_secs(30)).success());
-    assert!(b.wait(Duration::from_secs(30)).success());
-    syncer.signal(Signal::SIGTERM);
-    assert!(syncer.wait(Duration::from_secs(30)).success());
-    let violations = check(&d);
-    assert!(violations.is_empty(), "{violations:#?}");
+    stop_cleanly(&d, [&mut a, &mut b], &mut syncer);
     // Each camera's disk-full recordings were committed (its syncer connection counts the
     // commits it was told of), and it went on after each pause.
     for path in &ingest_logs {
@@ -289,4 +265,23 @@ fn growing_files_fill_the_disk_body() {
         stderr.contains("--min-free") && stderr.contains("not below the size"),
         "{stderr}"
     );
+}
+
+/// Checks that both ingests are still running, stops them and then the syncer with SIGTERM
+/// (each must exit 0), and requires `nvr check` to find nothing.
+fn stop_cleanly(d: &DataDir, ingests: [&mut Proc; 2], syncer: &mut Proc) {
+    let [a, b] = ingests;
+    assert!(
+        a.try_status().is_none() && b.try_status().is_none(),
+        "an ingest died"
+    );
+    for p in [&*a, &*b] {
+        p.signal(Signal::SIGTERM);
+    }
+    assert!(a.wait(Duration::from_secs(30)).success());
+    assert!(b.wait(Duration::from_secs(30)).success());
+    syncer.signal(Signal::SIGTERM);
+    assert!(syncer.wait(Duration::from_secs(30)).success());
+    let violations = check(d);
+    assert!(violations.is_empty(), "{violations:#?}");
 }
