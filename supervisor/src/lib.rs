@@ -11,4 +11,5 @@ pub mod mp4;
 pub mod progress;
 pub mod size;
 pub mod state;
+mod stderr_tail;
 pub mod supervise;

@@ -46,9 +46,14 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
+use crate::stderr_tail::StderrTail;
 
 /// How often the supervisor looks at its children.
 const POLL: Duration = Duration::from_millis(100);
+
+/// How long an exited syncer's stderr may stay open (a descendant holding it) before its reason
+/// line is given up on.
+const STDERR_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the camera list is compared with the syncer's.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -271,7 +276,10 @@ pub struct Supervisor {
     syncer_restarts: VecDeque<Instant>,
     syncer_total_restarts: u32,
     syncer_next_start: Option<Instant>,
+    /// Why the syncer last stopped: its exit status and the line it said why in.
     syncer_last_error: String,
+    /// The running syncer's stderr, passed through; it keeps the syncer's fatal line.
+    syncer_stderr: Option<StderrTail>,
     cameras: BTreeMap<String, Camera>,
     /// Ingests of removed cameras, sent SIGTERM at the given time and not yet reaped; killed
     /// after the shutdown timeout (never waited for in the main loop).
@@ -292,6 +300,7 @@ impl Supervisor {
             syncer_total_restarts: 0,
             syncer_next_start: Some(Instant::now()),
             syncer_last_error: String::new(),
+            syncer_stderr: None,
             cameras: BTreeMap::new(),
             retiring: Vec::new(),
             last_reconcile: Instant::now(),
@@ -337,8 +346,8 @@ impl Supervisor {
         if let Some(p) = self.syncer.as_mut()
             && let Ok(Some(status)) = p.child.try_wait()
         {
-            self.syncer_last_error = format!("{status}");
-            error!(%status, "the syncer exited; restarting it, then every ingest");
+            self.syncer_last_error = self.syncer_exit_reason(&status.to_string());
+            error!(why = %self.syncer_last_error, "the syncer exited; restarting it, then every ingest");
             self.syncer = None;
             self.note_syncer_restart()?;
             // Ingests lose their connections and exit on their own; make sure.
@@ -443,6 +452,18 @@ impl Supervisor {
         Ok(())
     }
 
+    /// `status` and, when the syncer said why it stopped, that line.
+    fn syncer_exit_reason(&mut self, status: &str) -> String {
+        match self
+            .syncer_stderr
+            .take()
+            .and_then(|t| t.reason(STDERR_CLOSE_WAIT))
+        {
+            Some(line) => format!("{status}: {line}"),
+            None => status.to_owned(),
+        }
+    }
+
     fn start_syncer(&mut self) -> Result<(), SuperviseError> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             SuperviseError::Spawn {
@@ -456,13 +477,27 @@ impl Supervisor {
             .args(["--ready-fd", "3"])
             .arg("--min-free-bytes")
             .arg(self.cfg.min_free_bytes.to_string())
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
         child_setup(&mut cmd, Some(write.as_raw_fd()), None);
-        let child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
+        let mut child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
             what: "nvr-syncer".into(),
             source,
         })?;
         drop(write);
+        let stderr = child.stderr.take().expect("piped");
+        match StderrTail::forward(stderr) {
+            Ok(tail) => self.syncer_stderr = Some(tail),
+            Err(e) => {
+                // Nobody would read its stderr, and a full pipe would stall it: stop it now.
+                let _ = child.kill();
+                let _ = child.wait();
+                self.syncer_last_error = format!("cannot forward its stderr: {e}");
+                self.note_syncer_restart()?;
+                warn!(why = %self.syncer_last_error, "the syncer did not start");
+                return Ok(());
+            }
+        }
         info!(pid = child.id(), "syncer started; waiting for recovery");
         let mut proc = Proc {
             child,
@@ -480,8 +515,12 @@ impl Supervisor {
             match rx.recv_timeout(POLL) {
                 Ok(Ok(line)) if line == "ready\n" => break,
                 Ok(_) => {
-                    let status = proc.child.wait().ok();
-                    let why = format!("exited before becoming ready ({status:?})");
+                    let status = match proc.child.wait() {
+                        Ok(s) => s.to_string(),
+                        Err(e) => format!("cannot wait for it: {e}"),
+                    };
+                    let why = self
+                        .syncer_exit_reason(&format!("exited before becoming ready ({status})"));
                     self.syncer_last_error = why.clone();
                     self.note_syncer_restart()?;
                     warn!(%why, "the syncer did not start");

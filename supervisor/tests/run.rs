@@ -325,3 +325,69 @@ fn hardened_mode_runs_ingests_as_another_uid() {
     let violations = e2e::check(&d);
     assert!(violations.is_empty(), "{violations:#?}");
 }
+
+/// A sample dir removed while recording stops the syncer with an error saying so; recovery
+/// then refuses to start without it, and `nvr run` gives up naming that cause in one line
+/// (it used to carry on: creates failed with ENOENT, cameras cycled to failed, and status said
+/// "syncer running").
+#[test]
+fn a_removed_sample_dir_stops_nvr_run_with_the_cause() {
+    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
+    let log = tmp.path().join("nvr-run.log");
+    let flags = ["--max-restarts", "1", "--restart-backoff-ms", "100"];
+    let mut nvr = e2e::start_nvr_run_logged(&d, &flags, Some(&log));
+    wait_until("a recording", Duration::from_secs(30), || {
+        committed(&d) >= 1
+    });
+    std::fs::remove_dir_all(d.sample_dir_path()).unwrap();
+    let status = nvr.wait(Duration::from_secs(60));
+    assert!(!status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("the sample dir was removed while recording"),
+        "{log}"
+    );
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("nvr run: ")
+            && last.contains("the syncer keeps failing")
+            && last.contains("is missing: its file system is not mounted, or it was removed"),
+        "{last}"
+    );
+    assert!(
+        pids_mentioning(&needle).is_empty(),
+        "{:?}",
+        pids_mentioning(&needle)
+    );
+}
+
+/// A syncer that does not stop (here: SIGSTOPped) holds up `nvr run`'s stop only for
+/// `--shutdown-timeout-sec`: then it is killed, and the data dir recovers cleanly.
+#[test]
+fn a_stuck_syncer_is_killed_after_the_shutdown_timeout() {
+    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2"), ("b", "file:{clip}?speed=2")]);
+    let log = tmp.path().join("nvr-run.log");
+    let mut nvr = e2e::start_nvr_run_logged(&d, &["--shutdown-timeout-sec", "2"], Some(&log));
+    wait_until("recordings", Duration::from_secs(30), || committed(&d) >= 2);
+    let syncer = syncer_pid(&needle).unwrap();
+    kill(Pid::from_raw(syncer), Signal::SIGSTOP).unwrap();
+    nvr.signal(Signal::SIGTERM);
+    let status = nvr.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("the syncer did not stop in time: SIGKILL"),
+        "{log}"
+    );
+    assert!(
+        pids_mentioning(&needle).is_empty(),
+        "{:?}",
+        pids_mentioning(&needle)
+    );
+    // Recovery makes the dir consistent; every committed recording survived the kill.
+    let before = e2e::recordings(&d).len();
+    e2e::start_syncer(&d).stop(Duration::from_secs(30));
+    let violations = e2e::check(&d);
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert!(e2e::recordings(&d).len() >= before);
+}

@@ -53,6 +53,22 @@ pub enum Error {
     RepairRefused(String),
     #[error("the syncer is shutting down")]
     ShuttingDown,
+    /// Fatal: the sample dir was removed while the syncer had it open. Nothing written there
+    /// can last, and recovery refuses to start without it (see [`Error::SampleDirMissing`]).
+    #[error(
+        "the sample dir was removed while recording: new recordings would be lost. Stopping; \
+         restore it (from a backup, or remount its file system) before starting again"
+    )]
+    SampleDirRemoved,
+    /// The data dir has a database but no sample dir: its file system is not mounted, or the
+    /// dir was removed. nvr never makes a new one in its place, since the database describes
+    /// recordings that belong there.
+    #[error(
+        "the sample dir {path} is missing: its file system is not mounted, or it was removed. \
+         Mount or restore it; if its recordings are truly gone, move the whole data dir aside \
+         and `nvr init` a new one"
+    )]
+    SampleDirMissing { path: String },
     /// A minimum free space the file system can never have: the free-space guard would
     /// delete every recording as soon as it is committed.
     #[error(
@@ -99,7 +115,10 @@ pub enum Error {
 impl Error {
     /// True when the syncer must stop and restart through recovery.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::DirSyncFailed(_) | Error::Bug(_))
+        matches!(
+            self,
+            Error::DirSyncFailed(_) | Error::Bug(_) | Error::SampleDirRemoved
+        )
     }
 
     /// True for a file system out of space or quota (`ENOSPC`, `EDQUOT`): the disk's state,

@@ -64,6 +64,11 @@ pub trait Dir: Send + Sync + 'static {
     /// Bytes still free to unprivileged writers on the directory's file system (`statvfs`
     /// `f_bavail * f_frsize`), or `None` if unlimited.
     fn free_bytes(&self) -> io::Result<Option<u64>>;
+
+    /// Whether the directory itself is gone (removed while open: its link count is 0).
+    /// Creates in it fail with `ENOENT` from then on, and what is written there is lost with
+    /// the last descriptor, so the syncer stops rather than record into it.
+    fn is_removed(&self) -> io::Result<bool>;
 }
 
 /// An open file within a [`Dir`].
@@ -221,6 +226,11 @@ impl Dir for RealDir {
 
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         self.statvfs_free().map(Some)
+    }
+
+    fn is_removed(&self) -> io::Result<bool> {
+        let st = nix::sys::stat::fstat(self.fd.as_fd()).map_err(io::Error::from)?;
+        Ok(st.st_nlink == 0)
     }
 
     fn list(&self) -> io::Result<Vec<String>> {

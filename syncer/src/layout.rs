@@ -62,14 +62,14 @@ impl DataDir {
     pub fn sample_fs_size_bytes(&self) -> Result<u64, Error> {
         let path = self.sample_dir_path();
         let st = nix::sys::statvfs::statvfs(&path)
-            .map_err(|e| Error::io("statvfs", path.display(), e.into()))?;
+            .map_err(|e| sample_dir_error("statvfs", &path, e.into()))?;
         Ok(st.blocks() as u64 * st.fragment_size() as u64)
     }
 
     /// Opens the sample dir and takes its exclusive lock; fails if another process holds it.
     pub fn lock_sample_dir(&self) -> Result<RealDir, Error> {
         let path = self.sample_dir_path();
-        let mut dir = RealDir::open_dir(&path).map_err(|e| Error::io("open", path.display(), e))?;
+        let mut dir = RealDir::open_dir(&path).map_err(|e| sample_dir_error("open", &path, e))?;
         dir.lock_exclusive().map_err(|e| {
             if e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) {
                 Error::io(
@@ -127,6 +127,17 @@ impl DataDir {
             }
         }
         Ok(())
+    }
+}
+
+/// An error reaching the sample dir itself: [`Error::SampleDirMissing`] when it does not exist.
+fn sample_dir_error(op: &'static str, path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::SampleDirMissing {
+            path: path.display().to_string(),
+        }
+    } else {
+        Error::io(op, path.display(), e)
     }
 }
 

@@ -39,6 +39,7 @@ use protocol::messages::{
     StatusReport, StreamStatus,
 };
 use protocol::wire::{self, Conn, WireError};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::db::{Database, RecordingToInsert, StreamConfig, StreamRow};
@@ -239,9 +240,13 @@ where
         move || accept_admin(listener, tx)
     })
     .map_err(spawn_failed)?;
+    // Registered here, before readiness, so that a stop asked for the moment the syncer is
+    // ready is a graceful stop, not the default action of the signal.
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::io("watch", "SIGTERM and SIGINT", e))?;
     spawn_named("signals", {
         let tx = tx.clone();
-        move || watch_signals(tx)
+        move || watch_signals(signals, tx)
     })
     .map_err(spawn_failed)?;
     info!(socket = %path.display(), "ready");
@@ -319,6 +324,7 @@ where
                     unreachable!("the core holds a sender")
                 }
             }
+            self.syncer.check_sample_dir()?;
             if self.syncer.poll_due() {
                 let c = self.syncer.poll()?;
                 self.push_committed(c);
@@ -1122,15 +1128,8 @@ fn serve_admin(stream: UnixStream, tx: Sender<Event>) -> Result<(), WireError> {
     }
 }
 
-fn watch_signals(tx: Sender<Event>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot watch signals");
-            return;
-        }
-    };
+/// Turns each SIGTERM and SIGINT into a stop event for the core.
+fn watch_signals(mut signals: signal_hook::iterator::Signals, tx: Sender<Event>) {
     for sig in signals.forever() {
         let name = if sig == SIGTERM { "SIGTERM" } else { "SIGINT" };
         if tx

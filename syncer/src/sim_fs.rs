@@ -570,6 +570,12 @@ impl Dir for SimFs {
         let st = lock(&self.state);
         Ok(st.capacity_bytes.map(|c| c.saturating_sub(st.live_bytes())))
     }
+
+    /// The simulated directory is never removed (its loss is a power loss's, not an
+    /// operator's; the real directory's removal is tested on a real file system).
+    fn is_removed(&self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// An open file of a [`SimFs`], with its own offset for [`DirFile::write`].

@@ -575,6 +575,9 @@ impl<D: Dir> Syncer<D> {
             Err(e) => {
                 // The create may have left a directory entry: the id becomes garbage.
                 s.inflight.insert(id.recording(), InFlight::Discarded);
+                if e.kind() == std::io::ErrorKind::NotFound && dir.is_removed().unwrap_or(false) {
+                    return Err(Error::SampleDirRemoved);
+                }
                 let full = is_enospc(&e);
                 let err = Error::io("create", &name, e);
                 self.plan_flush_now(id, "discarded after a failed create");
@@ -895,6 +898,20 @@ impl<D: Dir> Syncer<D> {
         match (self.plan.next_deadline(), self.garbage.next_retry()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Fails with the fatal [`Error::SampleDirRemoved`] once the sample dir has been removed
+    /// (an operator's `rm -r`, a lazy unmount): recording into it would lose everything, so the
+    /// daemon checks this at least every second and stops.
+    pub fn check_sample_dir(&self) -> Result<(), Error> {
+        match self.dir.is_removed() {
+            Ok(true) => Err(Error::SampleDirRemoved),
+            Ok(false) => Ok(()),
+            Err(e) => {
+                warn!(error = %e, "cannot stat the sample dir");
+                Ok(())
+            }
         }
     }
 

@@ -167,6 +167,10 @@ impl Dir for FaultDir {
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         self.inner.free_bytes()
     }
+
+    fn is_removed(&self) -> io::Result<bool> {
+        self.inner.is_removed()
+    }
 }
 
 impl DirFile for FaultFile {

@@ -241,14 +241,21 @@ pub fn start_ingest_logged(
 /// Starts `nvr run` (the supervisor) on `d` with extra arguments; its children's output goes
 /// to this process's stderr.
 pub fn start_nvr_run(d: &DataDir, extra: &[&str]) -> Proc {
-    let child = Command::new(binary("nvr"))
-        .arg("--data-dir")
+    start_nvr_run_logged(d, extra, None)
+}
+
+/// [`start_nvr_run`], its log (stderr, with its children's) going to the file `log` if given.
+pub fn start_nvr_run_logged(d: &DataDir, extra: &[&str], log: Option<&Path>) -> Proc {
+    let mut cmd = Command::new(binary("nvr"));
+    cmd.arg("--data-dir")
         .arg(&d.root)
         .arg("run")
         .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn nvr run");
+        .stdin(Stdio::null());
+    if let Some(log) = log {
+        cmd.stderr(std::fs::File::create(log).expect("create nvr run's log"));
+    }
+    let child = cmd.spawn().expect("spawn nvr run");
     Proc {
         child,
         name: "nvr run".into(),
