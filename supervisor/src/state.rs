@@ -3,11 +3,13 @@
 //! changes, and removes it when it exits; `nvr status` merges it with the syncer's view.
 //!
 //! The state file belongs to the supervisor holding [`SupervisorLock`]
-//! (`<data-dir>/supervisor.lock`, an exclusive `flock`): a second `nvr run` on the same data
-//! dir stops at once instead of starting a syncer, and so can never write or remove the
-//! running supervisor's state.
+//! (`<data-dir>/supervisor.lock`, an exclusive open-file-description lock): a second `nvr run`
+//! on the same data dir stops at once instead of starting a syncer, and so can never write or
+//! remove the running supervisor's state. The lock is an OFD lock rather than a `flock` because
+//! other commands must be able to ask whether it is held without taking it
+//! ([`SupervisorLock::is_held`]).
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -55,15 +57,39 @@ impl SupervisorLock {
             .write(true)
             .open(&path)
             .map_err(io_error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(SupervisorLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(LockError::Held {
+        let lock = whole_file(nix::libc::F_WRLCK);
+        match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => Ok(SupervisorLock { _file: file }),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(LockError::Held {
                 pid: SupervisorState::read(d).map(|s| s.pid),
                 data_dir: d.root.clone(),
             }),
-            Err(TryLockError::Error(e)) => Err(io_error(e)),
+            Err(e) => Err(io_error(e.into())),
         }
     }
+
+    /// Whether a supervisor holds the data dir's lock now. It only asks (`F_OFD_GETLK`) and
+    /// never takes the lock, so asking cannot make a starting `nvr run` think another one
+    /// supervises the dir. Works on a read-only data dir.
+    pub fn is_held(d: &DataDir) -> bool {
+        let Ok(file) = File::open(d.root.join(LOCK_FILE_NAME)) else {
+            return false;
+        };
+        let mut probe = whole_file(nix::libc::F_WRLCK);
+        match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut probe)) {
+            Ok(_) => i32::from(probe.l_type) != nix::libc::F_UNLCK,
+            Err(_) => false,
+        }
+    }
+}
+
+/// A lock description of `kind` covering the whole file, as OFD locks require (pid 0).
+fn whole_file(kind: i32) -> nix::libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all zeroes is a valid value.
+    let mut lock: nix::libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as i16;
+    lock.l_whence = nix::libc::SEEK_SET as i16;
+    lock
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

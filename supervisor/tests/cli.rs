@@ -115,9 +115,9 @@ fn record(d: &DataDir, camera: &str, n: i32) -> Vec<CompositeId> {
         .find(|r| r.name == camera)
         .unwrap()
         .id;
-    let entry = s
-        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
-        .unwrap();
+    // One whole (if empty) box, as an export needs.
+    let avc1 = [0, 0, 0, 16, b'a', b'v', b'c', b'1', 0, 0, 0, 0, 0, 0, 0, 0];
+    let entry = s.add_sample_entry(640, 480, "avc1.4d401e", &avc1).unwrap();
     let mut start = Time::from_system(std::time::SystemTime::now());
     let mut ids = Vec::new();
     for run_offset in 0..n {
@@ -631,6 +631,142 @@ fn a_locked_data_dir_without_a_syncer_is_reported_clearly() {
     for args in [&["status"][..], &["recordings"], &["camera", "list"]] {
         nvr(&d, args).fails(1, "holds the data dir's lock, but no syncer answers");
     }
+}
+
+/// A read-only data dir (a read-only bind mount, as of a disk mounted read-only) can be read:
+/// status, recordings, camera list, `check --hash` and export work, and commands that would
+/// change it say that it is read-only (all of them used to fail with SQLite's "unable to open
+/// database file"). Nothing is changed.
+#[test]
+fn a_read_only_data_dir_is_readable_and_changes_are_refused_saying_why() {
+    let (tmp, d) = data_dir(&[("cam", &["--source", "synthetic:"])]);
+    let ids = record(&d, "cam", 2);
+    let db_before = std::fs::read(d.db_path()).unwrap();
+    let Some(read_only) = e2e::bind_read_only(&d.root) else {
+        return;
+    };
+    let s = nvr(&d, &["status", "--json"]).ok().json();
+    assert_eq!(s["cameras"][0]["committed_recordings"], 2);
+    let listed = nvr(&d, &["recordings", "--json"]).ok().json();
+    let want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    assert_eq!(ids_of(&listed), want);
+    assert!(nvr(&d, &["camera", "list"]).ok().stdout.contains("cam"));
+    nvr(&d, &["check", "--hash"]).ok();
+    let mp4 = tmp.path().join("one.mp4");
+    let id = ids[0].to_string();
+    let export = [
+        "export",
+        "--camera",
+        "cam",
+        "--id",
+        &id,
+        "-o",
+        mp4.to_str().unwrap(),
+    ];
+    nvr(&d, &export).ok();
+    assert!(std::fs::metadata(&mp4).unwrap().len() > 3000);
+    let changes: [&[&str]; 5] = [
+        &["camera", "add", "new", "--source", "synthetic:"],
+        &["camera", "set", "cam", "--retain", "1MiB"],
+        &["camera", "remove", "cam", "--delete-recordings"],
+        &["check", "--repair"],
+        &["run"],
+    ];
+    for args in changes {
+        nvr(&d, args).fails(1, "the data dir cannot be written");
+    }
+    drop(read_only);
+    assert_eq!(std::fs::read(d.db_path()).unwrap(), db_before);
+    assert_eq!(files_of(&d, 1), ids);
+}
+
+/// A read-only data dir whose write-ahead log holds commits (a syncer killed, then the disk
+/// mounted read-only) is read with those commits; without the log's index (lost in a copy),
+/// it is refused with what to do rather than shown without them.
+#[test]
+fn a_read_only_data_dir_with_a_leftover_log_is_read_whole_or_not_at_all() {
+    let (_tmp, d) = data_dir(&[("cam", &["--source", "synthetic:"])]);
+    let mut syncer = start(&d);
+    nvr(&d, &["camera", "add", "logged", "--source", "synthetic:"]).ok();
+    syncer.signal(Signal::SIGKILL);
+    syncer.wait(Duration::from_secs(10));
+    let wal = d.root.join("db.sqlite3-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0, "a log is left");
+    {
+        let Some(_read_only) = e2e::bind_read_only(&d.root) else {
+            return;
+        };
+        let listed = nvr(&d, &["camera", "list"]).ok().stdout;
+        assert!(listed.contains("logged"), "{listed}");
+    }
+    std::fs::remove_file(d.root.join("db.sqlite3-shm")).unwrap();
+    let _read_only = e2e::bind_read_only(&d.root).unwrap();
+    nvr(&d, &["camera", "list"]).fails(1, "holds commits not yet in the database file");
+}
+
+/// A data dir whose sample dir is gone (its disk not mounted) says so, offline and at the
+/// syncer's start, and nothing makes a new empty one in its place.
+#[test]
+fn a_missing_sample_dir_is_reported_as_such() {
+    let (_tmp, d) = data_dir(&[("cam", &["--source", "synthetic:"])]);
+    std::fs::remove_dir_all(d.sample_dir_path()).unwrap();
+    let missing = "is missing: its file system is not mounted, or it was removed";
+    for args in [&["status"][..], &["camera", "list"], &["check"], &["run"]] {
+        nvr(&d, args).fails(1, missing);
+    }
+    let out = Command::new(e2e::binary("nvr-syncer"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(missing));
+    assert!(!d.sample_dir_path().exists());
+}
+
+/// While an `nvr run` holds the data dir (its lock) but its syncer is between runs, a command
+/// waits for that syncer instead of locking the dir itself (which would make the restarting
+/// syncer fail), and goes through it once it answers; if the supervisor goes away instead, the
+/// command works offline.
+#[test]
+fn commands_wait_for_a_supervised_syncer_instead_of_going_offline() {
+    let (_tmp, d) = data_dir(&[("cam", &["--source", "synthetic:"])]);
+    let spawn_status = || {
+        Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .args(["status", "--json"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The syncer comes back: the command went through it.
+    let lock = supervisor::state::SupervisorLock::acquire(&d).unwrap();
+    let mut status = spawn_status();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(status.try_wait().unwrap().is_none(), "it waits");
+    drop(
+        d.lock_sample_dir()
+            .expect("the waiting command holds no lock"),
+    );
+    let syncer = start(&d);
+    let out = status.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["syncer"], "running");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for the syncer"));
+    stop(syncer);
+    // The supervisor goes away: offline.
+    let mut status = spawn_status();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(status.try_wait().unwrap().is_none(), "it waits");
+    drop(lock);
+    let out = status.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["syncer"], "stopped");
 }
 
 /// Checks one `nvr recordings --json` entry against the database row it shows.

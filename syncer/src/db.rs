@@ -51,6 +51,43 @@ pub enum DbError {
     NoSuchStream(i32),
     #[error("a stream named {0:?} already exists")]
     DuplicateStream(String),
+    #[error(
+        "the data dir is read-only and its write-ahead log {wal} holds commits not yet in the \
+         database file: make the dir writable once (any nvr command folds the log in), then it \
+         can be read read-only"
+    )]
+    ReadOnlyWithWal { wal: String },
+}
+
+/// Whether this process may create files in the directory holding `path` (what SQLite needs
+/// for its WAL index).
+fn dir_is_writable(path: &Path) -> bool {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// `path` with `suffix` appended to its file name (SQLite's `-wal` and `-shm` files).
+pub(crate) fn sidecar(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+/// `path` percent-encoded for an SQLite `file:` URI (all but unreserved characters and `/`).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl DbError {
@@ -864,15 +901,36 @@ impl Database {
         })
     }
 
-    /// Opens an existing database read-only, for `nvr check` while a syncer is running: it
-    /// neither migrates nor changes any pragma that would write, and WAL lets it read while
-    /// the syncer commits.
+    /// Opens an existing database read-only, for reading commands and for `nvr check` while a
+    /// syncer is running: it neither migrates nor changes any pragma that would write, and WAL
+    /// lets it read while the syncer commits.
+    ///
+    /// On a read-only data dir (a read-only mount, a dir this user may not write) SQLite
+    /// cannot make the WAL index it needs even to read; if no write-ahead log is left over (a
+    /// clean stop leaves none), the file is then opened as immutable, which is exact because
+    /// nothing can change it. A leftover log holds commits the file alone lacks: that is
+    /// refused ([`DbError::ReadOnlyWithWal`]) rather than shown without them.
     pub fn open_read_only(path: &Path) -> Result<Database, DbError> {
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.execute_batch("pragma busy_timeout = 5000;")?;
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match Self::connect_read_only(path, flags) {
+            Ok(c) => c,
+            Err(e) if !dir_is_writable(path) => {
+                let wal = sidecar(path, "-wal");
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(DbError::ReadOnlyWithWal {
+                        wal: wal.display().to_string(),
+                    });
+                }
+                tracing::debug!(error = %e, "read-only dir: opening the database as immutable");
+                let uri = format!("file:{}?immutable=1", uri_path(path));
+                Self::connect_read_only(
+                    Path::new(&uri),
+                    flags | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+                )?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let version: i32 = conn.query_row("pragma user_version", [], |r| r.get(0))?;
         if version == 0 {
             return Err(DbError::NotInitialized);
@@ -889,6 +947,20 @@ impl Database {
             conn,
             commit_hook: None,
         })
+    }
+
+    /// A read-only connection that has read the schema, so that a database it cannot read
+    /// fails here.
+    fn connect_read_only(
+        path: &Path,
+        flags: rusqlite::OpenFlags,
+    ) -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.execute_batch("pragma busy_timeout = 5000;")?;
+        conn.query_row("select count(*) from sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(conn)
     }
 
     /// Runs the queries of `f` in one read transaction, so that together they see a single

@@ -60,6 +60,17 @@ pub enum Error {
          restore it (from a backup, or remount its file system) before starting again"
     )]
     SampleDirRemoved,
+    /// A command that changes the data dir found it read-only; nothing was changed.
+    #[error(
+        "the data dir cannot be written ({path}: {source}), and this command changes it. \
+         Remount it read-write or run as its owner; reading commands (status, recordings, \
+         camera list, check without --repair, export) work on a read-only dir"
+    )]
+    ReadOnly {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     /// The data dir has a database but no sample dir: its file system is not mounted, or the
     /// dir was removed. nvr never makes a new one in its place, since the database describes
     /// recordings that belong there.

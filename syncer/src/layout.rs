@@ -66,6 +66,20 @@ impl DataDir {
         Ok(st.blocks() as u64 * st.fragment_size() as u64)
     }
 
+    /// Fails with [`Error::ReadOnly`] unless this process may write both the data dir and the
+    /// sample dir: asked before any command that changes them, so that a read-only mount gets
+    /// an answer saying so instead of SQLite's "unable to open database file".
+    pub fn check_writable(&self) -> Result<(), Error> {
+        use nix::unistd::{AccessFlags, access};
+        for dir in [self.root.clone(), self.sample_dir_path()] {
+            match access(&dir, AccessFlags::W_OK) {
+                Ok(()) => {}
+                Err(errno) => return Err(sample_dir_error_or_read_only(&dir, errno.into())),
+            }
+        }
+        Ok(())
+    }
+
     /// Opens the sample dir and takes its exclusive lock; fails if another process holds it.
     pub fn lock_sample_dir(&self) -> Result<RealDir, Error> {
         let path = self.sample_dir_path();
@@ -106,11 +120,7 @@ impl DataDir {
     pub fn make_private(&self) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
         let dirs = [self.root.clone(), self.sample_dir_path()];
-        let files = ["", "-wal", "-shm"].map(|suffix| {
-            let mut p = self.db_path().into_os_string();
-            p.push(suffix);
-            PathBuf::from(p)
-        });
+        let files = ["", "-wal", "-shm"].map(|suffix| crate::db::sidecar(&self.db_path(), suffix));
         let wanted = dirs
             .iter()
             .map(|d| (d, PRIVATE_DIR_MODE))
@@ -127,6 +137,18 @@ impl DataDir {
             }
         }
         Ok(())
+    }
+}
+
+/// A dir of the data dir that cannot be written: [`Error::SampleDirMissing`] when it does not
+/// exist, else [`Error::ReadOnly`].
+fn sample_dir_error_or_read_only(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        return sample_dir_error("access", path, e);
+    }
+    Error::ReadOnly {
+        path: path.display().to_string(),
+        source: e,
     }
 }
 

@@ -346,10 +346,11 @@ pub fn not_private(d: &DataDir) -> Vec<String> {
     bad
 }
 
-/// A tmpfs this test mounted; unmounted on drop, even when the test fails.
-pub struct Tmpfs(pub PathBuf);
+/// A mount this test made (a tmpfs, a read-only bind); unmounted on drop, even when the test
+/// fails.
+pub struct Mounted(pub PathBuf);
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
@@ -357,7 +358,7 @@ impl Drop for Tmpfs {
 
 /// Mounts a tmpfs of `size` (e.g. `6m`) in a new temporary dir; `None` (having said SKIPPED)
 /// if that cannot be done here (it needs root, or root of a user namespace).
-pub fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
+pub fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Mounted)> {
     let tmp = tempfile::tempdir().unwrap();
     let mnt = tmp.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -371,5 +372,19 @@ pub fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Tmpfs)> {
         eprintln!("SKIPPED: cannot mount a tmpfs here ({e})");
         return None;
     }
-    Some((tmp, Tmpfs(mnt)))
+    Some((tmp, Mounted(mnt)))
+}
+
+/// Makes `dir` read-only by bind-mounting it onto itself read-only, as a read-only mount of a
+/// data dir's disk would; `None` (having said SKIPPED) where mounting is not allowed.
+pub fn bind_read_only(dir: &Path) -> Option<Mounted> {
+    use nix::mount::{MsFlags, mount};
+    if let Err(e) = mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        eprintln!("SKIPPED: cannot bind-mount here ({e})");
+        return None;
+    }
+    let mounted = Mounted(dir.to_owned());
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, dir, None::<&str>, flags, None::<&str>).expect("remount read-only");
+    Some(mounted)
 }

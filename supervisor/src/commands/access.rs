@@ -2,6 +2,11 @@
 //! answers (the syncer stays the only process that opens SQLite while it runs), otherwise
 //! directly, holding the sample dir's lock.
 //!
+//! While an `nvr run` supervises the dir its syncer may be between runs (restarting after a
+//! crash, or recovering at start); a command then waits for it rather than taking the lock,
+//! since a command holding the lock (and a `camera set` running recovery) would make the
+//! restarted syncer fail and count toward the limit that ends `nvr run`.
+//!
 //! Offline, reads open the database under the lock without recovery (nothing is changed);
 //! writes start a [`Syncer`] (which runs recovery first), apply the change through it, and shut
 //! it down, so that every change takes the same path, with the same checks, as in the daemon.
@@ -9,6 +14,7 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use protocol::clock::RealClock;
 use syncer::admin_client::{AdminClient, AdminError};
@@ -18,6 +24,16 @@ use syncer::layout::DataDir;
 use syncer::server::socket_path;
 use syncer::{Syncer, SyncerOptions};
 use thiserror::Error;
+
+use crate::state::{SupervisorLock, SupervisorState};
+
+/// Longest wait for the syncer of a running `nvr run` (restarting after a crash, or still
+/// recovering) before a command gives up. Restart backoff is at most 30 s by default, and
+/// recovery of a large data dir takes seconds.
+pub const SUPERVISED_SYNCER_WAIT: Duration = Duration::from_secs(120);
+
+/// How often a waiting command says it still waits.
+const WAIT_PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Error)]
 pub enum AccessError {
@@ -29,6 +45,17 @@ pub enum AccessError {
          shortly"
     )]
     LockedWithoutSyncer { socket: PathBuf, connect: String },
+    #[error(
+        "nvr run{} supervises this data dir, but its syncer did not answer on {socket} within \
+         {waited:?} ({connect}); see nvr run's log (`nvr status` shows the syncer's state)",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    SupervisedWithoutSyncer {
+        pid: Option<u32>,
+        socket: PathBuf,
+        waited: Duration,
+        connect: String,
+    },
     #[error(transparent)]
     Syncer(#[from] syncer::Error),
     #[error("database: {0}")]
@@ -59,14 +86,16 @@ impl std::fmt::Debug for Access {
 }
 
 impl Offline {
-    /// The database for queries (no recovery runs and nothing is written).
+    /// The database for queries, opened read-only (no recovery runs and nothing is written;
+    /// works on a read-only data dir).
     pub fn read(&self) -> Result<Database, AccessError> {
-        Ok(Database::open(&self.d.db_path())?)
+        Ok(Database::open_read_only(&self.d.db_path())?)
     }
 
     /// Starts a syncer on the locked dir (recovery first) for changes; the caller applies them
-    /// and calls [`Syncer::shutdown`].
+    /// and calls [`Syncer::shutdown`]. A read-only data dir is refused first, saying so.
     pub fn write(self) -> Result<Syncer<RealDir>, AccessError> {
+        self.d.check_writable()?;
         let db = Database::open(&self.d.db_path())?;
         let (s, _report) = Syncer::start(
             Arc::new(self.dir),
@@ -83,12 +112,58 @@ pub fn syncer_answers(d: &DataDir) -> bool {
     AdminClient::connect(d).is_ok()
 }
 
-/// Connects to the running syncer, or else locks the data dir.
+/// The running syncer, if one answers; while an `nvr run` supervises the dir, waits for its
+/// syncer (at most [`SUPERVISED_SYNCER_WAIT`], saying so on stderr). `Err(why)` when no syncer
+/// answers and no supervisor holds the dir: the caller may work offline.
+pub fn supervised_syncer(d: &DataDir) -> Result<Result<AdminClient, String>, AccessError> {
+    let mut why = match AdminClient::connect(d) {
+        Ok(c) => return Ok(Ok(c)),
+        Err(e) => connect_error(e),
+    };
+    let started = Instant::now();
+    let mut said = None;
+    while SupervisorLock::is_held(d) {
+        let waited = started.elapsed();
+        if waited >= SUPERVISED_SYNCER_WAIT {
+            return Err(AccessError::SupervisedWithoutSyncer {
+                pid: SupervisorState::read(d).map(|s| s.pid),
+                socket: socket_path(d),
+                waited,
+                connect: why,
+            });
+        }
+        if said.is_none_or(|t: Instant| t.elapsed() >= WAIT_PROGRESS_EVERY) {
+            said = Some(Instant::now());
+            eprintln!(
+                "nvr: waiting for the syncer of the nvr run supervising {} (starting or \
+                 restarting; waited {}s of at most {}s)",
+                d.root.display(),
+                waited.as_secs(),
+                SUPERVISED_SYNCER_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        match AdminClient::connect(d) {
+            Ok(c) => return Ok(Ok(c)),
+            Err(e) => why = connect_error(e),
+        }
+    }
+    Ok(Err(why))
+}
+
+fn connect_error(e: AdminError) -> String {
+    match e {
+        AdminError::Connect { source, .. } => source.to_string(),
+        e => e.to_string(),
+    }
+}
+
+/// Connects to the running syncer (waiting for a supervised one, see [`supervised_syncer`]),
+/// or else locks the data dir.
 pub fn connect_or_lock(d: &DataDir) -> Result<Access, AccessError> {
-    let connect_error = match AdminClient::connect(d) {
+    let connect_error = match supervised_syncer(d)? {
         Ok(c) => return Ok(Access::Online(c)),
-        Err(AdminError::Connect { source, .. }) => source.to_string(),
-        Err(e) => e.to_string(),
+        Err(why) => why,
     };
     if !d.db_path().exists() {
         return Err(AccessError::NotInitialized { db: d.db_path() });

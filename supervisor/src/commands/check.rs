@@ -11,18 +11,36 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::json;
-use syncer::admin_client::AdminClient;
 use syncer::check::{CheckOptions, CheckReport, RepairReport, check, repair};
 use syncer::db::Database;
 use syncer::fs::RealDir;
 use syncer::layout::DataDir;
 
 use super::CmdResult;
+use super::access::supervised_syncer;
 use crate::progress::ProgressLine;
 use crate::size::Size;
 
+/// Runs [`check`], showing its progress on `line`.
+fn check_with_progress(
+    db: &Database,
+    dir: &RealDir,
+    opts: CheckOptions,
+    line: &mut ProgressLine,
+) -> Result<CheckReport, syncer::Error> {
+    let report = check(db, dir, opts, &mut |p| {
+        line.update(
+            p.done_bytes,
+            p.total_bytes,
+            &format!(", {}/{} files", p.done_files, p.total_files),
+        )
+    });
+    line.finish();
+    report
+}
+
 pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdResult {
-    let live = AdminClient::connect(d).is_ok();
+    let live = supervised_syncer(d)?.is_ok();
     if live && repair_requested {
         return Err(
             "recording is active; stop `nvr run` first (repair needs the data dir to \
@@ -41,33 +59,20 @@ pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdRe
         let sample = d.sample_dir_path();
         let dir =
             RealDir::open_dir(&sample).map_err(|e| format!("open {}: {e}", sample.display()))?;
-        let report = check(&db, &dir, opts, &mut |p| {
-            line.update(
-                p.done_bytes,
-                p.total_bytes,
-                &format!(", {}/{} files", p.done_files, p.total_files),
-            )
-        });
-        line.finish();
-        (report?, None)
+        (check_with_progress(&db, &dir, opts, &mut line)?, None)
     } else {
         let dir = d.lock_sample_dir()?;
-        let mut db = Database::open(&db_path)?;
-        let report = check(&db, &dir, opts, &mut |p| {
-            line.update(
-                p.done_bytes,
-                p.total_bytes,
-                &format!(", {}/{} files", p.done_files, p.total_files),
-            )
-        });
-        line.finish();
-        let report = report?;
-        let repaired = if repair_requested {
-            Some(repair(&mut db, &dir, &report)?)
+        if repair_requested {
+            d.check_writable()?;
+            let mut db = Database::open(&db_path)?;
+            let report = check_with_progress(&db, &dir, opts, &mut line)?;
+            let repaired = repair(&mut db, &dir, &report)?;
+            (report, Some(repaired))
         } else {
-            None
-        };
-        (report, repaired)
+            // Read-only: a plain check changes nothing, so it works on a read-only data dir.
+            let db = Database::open_read_only(&db_path)?;
+            (check_with_progress(&db, &dir, opts, &mut line)?, None)
+        }
     };
     let clean = match &repaired {
         Some(r) => r.left.is_empty(),

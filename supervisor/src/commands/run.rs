@@ -97,6 +97,7 @@ pub fn config(
         )
         .into());
     }
+    d.check_writable()?;
     check_min_free(d, args.min_free.0)?;
     Ok(Config {
         data_dir: d.clone(),
