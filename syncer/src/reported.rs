@@ -56,12 +56,14 @@ impl ReportedSamples {
             }
             None => {}
             Some(prev) => {
-                let d = s.pts_90k - prev.pts_90k;
+                // Checked: both are the writer's numbers (found by tests/session_fuzz.rs).
+                let d = s.pts_90k.checked_sub(prev.pts_90k).unwrap_or(i64::MIN);
                 if d < limits::MIN_SAMPLE_DURATION_90K || d > i64::from(i32::MAX) {
                     return Err(format!(
-                        "pts {} after {}: duration {d} outside {}..={}",
+                        "pts {} after {}: duration {} outside {}..={}",
                         s.pts_90k,
                         prev.pts_90k,
+                        i128::from(s.pts_90k) - i128::from(prev.pts_90k),
                         limits::MIN_SAMPLE_DURATION_90K,
                         i32::MAX
                     ));
@@ -151,9 +153,15 @@ mod tests {
         assert!(r.push(s(0, 1, false)).is_err(), "pts must increase");
         assert!(r.push(s(-1, 1, false)).is_err(), "pts backwards");
         assert!(r.push(s(1 << 40, 1, false)).is_err(), "jump past i32");
+        assert!(r.push(s(i64::MIN, 1, false)).is_err(), "no overflow");
+        r.push(s(3000, 1, false)).unwrap();
+        assert!(
+            r.push(s(i64::MIN, 1, false)).is_err(),
+            "no overflow after a positive pts"
+        );
         assert!(r.push(s(10, 0, false)).is_err(), "too short");
         assert!(r.push(s(3000, 0, false)).is_err(), "empty sample");
-        assert_eq!(r.samples, 1);
-        assert_eq!(r.total_bytes, 1);
+        assert_eq!(r.samples, 2);
+        assert_eq!(r.total_bytes, 2);
     }
 }
