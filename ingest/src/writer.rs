@@ -64,6 +64,11 @@
 //! offsets near 0.62, 0.24, 0.85, ... of the interval). Streams started together then rotate
 //! at different moments instead of all fsyncing at once.
 //!
+//! A rotation also waits for the stream's open budget (`protocol::limits::OpenBudget`, which
+//! the syncer enforces by its monotonic clock; measured here by the writer's, not by the
+//! frames' local times, which a source faster than real time computes from its pts): such a
+//! source with a short interval gets longer recordings instead of refused opens.
+//!
 //! Other reasons to close: the frame's sample entry differs from the recording's (allowed only
 //! on a key frame: the new recording must start decodable), and the syncer's limits, which a
 //! recording must never break: a frame that would take the media duration past
@@ -108,7 +113,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use protocol::limits::{
     MAX_RECORDING_BYTES, MAX_SAMPLE_ENTRIES_PER_STREAM, MAX_SAMPLES_PER_RECORDING,
-    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K, WRITE_WINDOW_BYTES,
+    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K, OpenBudget, WRITE_WINDOW_BYTES,
 };
 use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::{Clock, CompositeId, Duration, RetryStopped, TIME_UNITS_PER_SEC, Time, retry};
@@ -398,6 +403,9 @@ pub struct WriterConfig {
     /// it, [`LinkError::AcceptTimeout`]), or to acknowledge a report before writing past the
     /// window ([`LinkError::AcknowledgeTimeout`]).
     pub accept_timeout: std::time::Duration,
+    /// The syncer's open budget for the stream, which rotations keep within:
+    /// `OpenBudget::default()`, unless the syncer was configured otherwise.
+    pub open_budget: OpenBudget,
 }
 
 /// The rotation stagger of `stream_id` for a `rotate_90k` interval: see the module docs.
@@ -430,6 +438,8 @@ pub struct Writer<L: SyncerLink> {
     disk_full_backoff: Duration,
     /// The last pause after a full disk.
     last_pause: Duration,
+    /// This writer's mirror of the syncer's open budget for the stream.
+    opens: OpenBudget,
 }
 
 enum State<F> {
@@ -526,8 +536,14 @@ impl<F> Recording<F> {
         }
     }
 
-    /// Checks `frame` against the recording and decides whether to close first.
-    fn next_step(&self, frame: &Frame, entry_id: i32) -> Result<Step, WriterError> {
+    /// Checks `frame` against the recording and decides whether to close first; a rotation
+    /// only if `may_rotate` (the open budget allows the next recording's open).
+    fn next_step(
+        &self,
+        frame: &Frame,
+        entry_id: i32,
+        may_rotate: bool,
+    ) -> Result<Step, WriterError> {
         let (id, prev_pts_90k, pts_90k) = (self.id, self.last_pts_90k, frame.pts_90k);
         let duration_90k = match pts_90k.checked_sub(prev_pts_90k) {
             Some(d) if d <= 0 => {
@@ -569,7 +585,7 @@ impl<F> Recording<F> {
                 next_pts_90k: next,
                 reason: Some(end_reason::SAMPLE_ENTRY_CHANGE),
             }
-        } else if frame.is_key && media_90k >= self.rotate_at_90k {
+        } else if frame.is_key && media_90k >= self.rotate_at_90k && may_rotate {
             Step::Close {
                 next_pts_90k: next,
                 reason: None,
@@ -614,6 +630,7 @@ impl<L: SyncerLink> Writer<L> {
             closing: None,
             disk_full_backoff: DISK_FULL_RETRY_MIN,
             last_pause: Duration(0),
+            opens: config.open_budget,
         })
     }
 
@@ -648,11 +665,12 @@ impl<L: SyncerLink> Writer<L> {
             return Ok(());
         }
         let entry_id = self.sample_entry_id(&frame.sample_entry)?;
+        let may_rotate = self.opens.allows(self.clock.monotonic());
         if let State::Open(r) = &self.state
             && let Step::Close {
                 next_pts_90k,
                 reason,
-            } = r.next_step(frame, entry_id)?
+            } = r.next_step(frame, entry_id, may_rotate)?
         {
             if reason.is_some() {
                 info!(recording = %r.id, pts_90k = frame.pts_90k, reason, "closing early");
@@ -672,12 +690,16 @@ impl<L: SyncerLink> Writer<L> {
     }
 
     /// Whether `frame` may be written: false while a pause lasts (the frame is dropped); at
-    /// its first key frame past the pause's end, the pause ends.
+    /// its first key frame past the pause's end with the open budget allowing an open (a
+    /// refused open pauses again, longer), the pause ends.
     fn resume(&mut self, frame: &Frame) -> bool {
         let State::Paused(p) = &mut self.state else {
             return true;
         };
-        if frame.local_time < p.resume_at || !frame.is_key {
+        if frame.local_time < p.resume_at
+            || !frame.is_key
+            || !self.opens.allows(self.clock.monotonic())
+        {
             p.dropped_frames += 1;
             return false;
         }
@@ -702,8 +724,9 @@ impl<L: SyncerLink> Writer<L> {
         warn!(
             error = what,
             pause_90k = pause.0,
-            "the disk is full: the recording ends at its last whole sample, and frames are \
-             dropped until the pause ends at a key frame"
+            "recording paused (the disk is full, or the syncer refused an open): the \
+             recording ends at its last whole sample, and frames are dropped until the pause \
+             ends at a key frame"
         );
         if let State::Open(r) = &self.state {
             let id = r.id;
@@ -786,6 +809,9 @@ impl<L: SyncerLink> Writer<L> {
             Some(t) => (t.next_run_offset, Some(t.start)),
             None => (0, None),
         };
+        // Spent even when the mirror says the budget is gone (an entry change, or a fresh
+        // writer after a restart): the syncer's budget decides.
+        self.opens.try_spend(self.clock.monotonic());
         let (id, file) = match self.link.open(run_offset, sample_entry_id) {
             Ok(Opened::Recording(id, file)) => (id, file),
             Ok(Opened::Refused { message }) => return self.pause(frame.local_time, &message),

@@ -57,3 +57,109 @@ pub const MAX_START_90K: i64 = 7_258_118_400 * TIME_UNITS_PER_SEC;
 /// way: a day. Within a run the two drift apart by at most the 500 ppm the wall correction
 /// leaves; a writer starts a new run long before a day's difference.
 pub const MAX_LOCAL_TIME_DELTA_90K: i64 = 24 * 60 * 60 * TIME_UNITS_PER_SEC;
+
+/// Opens one stream may make at once, after a quiet spell: see [`OpenBudget`].
+pub const OPEN_BURST: u32 = 8;
+
+/// How often one stream may open a recording beyond [`OPEN_BURST`], 90 kHz: once a second.
+/// Every open costs an inode and a recording id (32 bits per stream), so a stream that opens
+/// without pause would exhaust a file system's inodes in a minute, or its ids in months; an
+/// honest writer rotates at most once per key frame past a rotate interval of at least 1 s.
+pub const OPEN_INTERVAL_90K: i64 = TIME_UNITS_PER_SEC;
+
+/// The open rate of one stream, as a token bucket: by default ([`OpenBudget::default`])
+/// [`OPEN_BURST`] opens, refilled by one every [`OPEN_INTERVAL_90K`]. The syncer keeps one per
+/// stream and refuses opens beyond it; the writer keeps its own and postpones a rotation
+/// rather than meet a refusal.
+///
+/// Times come from the caller's clock and may go backwards (a wall clock being set): such a
+/// step refills nothing and never panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenBudget {
+    /// Cost of one open, 90 kHz: the refill interval. 0 makes the budget unlimited.
+    interval_90k: i64,
+    /// Most credit held: `burst * interval_90k`.
+    full_90k: i64,
+    /// Credit in 90 kHz units, at most `full_90k`.
+    credit_90k: i64,
+    /// When `credit_90k` was last brought up to date; `None` before the first use.
+    as_of: Option<crate::Time>,
+}
+
+impl Default for OpenBudget {
+    fn default() -> Self {
+        OpenBudget::new(OPEN_BURST, OPEN_INTERVAL_90K)
+    }
+}
+
+impl OpenBudget {
+    /// `burst` opens at once, then one every `interval_90k` (0: no limit at all).
+    pub fn new(burst: u32, interval_90k: i64) -> Self {
+        let interval_90k = interval_90k.max(0);
+        let full_90k = i64::from(burst).saturating_mul(interval_90k);
+        OpenBudget {
+            interval_90k,
+            full_90k,
+            credit_90k: full_90k,
+            as_of: None,
+        }
+    }
+
+    fn refill(&mut self, now: crate::Time) {
+        if let Some(then) = self.as_of {
+            let elapsed = now.0.saturating_sub(then.0).max(0);
+            self.credit_90k = self.credit_90k.saturating_add(elapsed).min(self.full_90k);
+        }
+        self.as_of = Some(now);
+    }
+
+    /// Whether an open at `now` is within the budget; spends nothing.
+    pub fn allows(&mut self, now: crate::Time) -> bool {
+        self.refill(now);
+        self.credit_90k >= self.interval_90k
+    }
+
+    /// Spends one open at `now`; `false`, and nothing spent, when over the budget.
+    pub fn try_spend(&mut self, now: crate::Time) -> bool {
+        if !self.allows(now) {
+            return false;
+        }
+        self.credit_90k -= self.interval_90k;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Time;
+
+    #[test]
+    fn a_burst_then_one_a_second() {
+        let mut b = OpenBudget::default();
+        let t0 = Time(1_000_000);
+        for _ in 0..OPEN_BURST {
+            assert!(b.try_spend(t0));
+        }
+        assert!(!b.try_spend(t0));
+        assert!(!b.allows(Time(t0.0 + OPEN_INTERVAL_90K - 1)));
+        assert!(b.try_spend(Time(t0.0 + OPEN_INTERVAL_90K)));
+        assert!(!b.try_spend(Time(t0.0 + OPEN_INTERVAL_90K)));
+        // A long quiet spell refills the burst, no more.
+        let later = Time(t0.0 + 1000 * OPEN_INTERVAL_90K);
+        let opens = (0..100).filter(|_| b.try_spend(later)).count();
+        assert_eq!(opens, OPEN_BURST as usize);
+    }
+
+    #[test]
+    fn clocks_that_go_backwards_or_to_the_ends_refill_nothing_and_never_panic() {
+        let mut b = OpenBudget::default();
+        for _ in 0..OPEN_BURST {
+            assert!(b.try_spend(Time(i64::MAX)));
+        }
+        assert!(!b.try_spend(Time(i64::MIN)), "backwards: no refill");
+        assert!(b.try_spend(Time(i64::MAX)), "saturating, a full refill");
+        let mut unlimited = OpenBudget::new(0, 0);
+        assert!((0..1000).all(|_| unlimited.try_spend(Time(0))));
+    }
+}

@@ -98,6 +98,15 @@ pub enum Error {
          is released)"
     )]
     ReserveReleased,
+    /// An open beyond the stream's budget (`protocol::limits::OpenBudget`): refused, as a
+    /// full disk's opens are, for the writer to try again; nothing else is affected.
+    #[error(
+        "stream {stream} opens recordings faster than its budget ({} at once, then one every \
+         {} s): try again shortly",
+        protocol::limits::OPEN_BURST,
+        protocol::limits::OPEN_INTERVAL_90K / protocol::TIME_UNITS_PER_SEC
+    )]
+    OpenTooSoon { stream: i32 },
     /// A camera name or setting was refused; nothing changed.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),

@@ -7,7 +7,7 @@
 //! | request | allowed when | effect |
 //! |---|---|---|
 //! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] added on this connection | insert or look up the entry |
-//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor; `OpenRefused` if the disk cannot take a file |
+//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor; `OpenRefused` if the disk cannot take a file or the stream is past its open budget |
 //! | `Progress` | `id` is this connection's growing recording | record the reported samples; answer `Progressed` (the write window) |
 //! | `CloseRecording` | `id` is the growing recording and no other close is outstanding | verify, fsync, hash ([`Action::Save`]); *accepted* after [`IngestSession::saved`] |
 //! | `AbandonRecording` | as `CloseRecording` | salvage to the reported samples now; *accepted* as for a close |
@@ -144,8 +144,8 @@ impl IngestSession {
                 let (id, writer) =
                     match syncer.open_recording(self.stream_id, run_offset, sample_entry_id) {
                         Ok(opened) => opened,
-                        // The disk's state, not the ingest's fault: it tries again later.
-                        Err(e) if e.is_out_of_space() => {
+                        // The disk's state, or the open budget: the ingest tries again later.
+                        Err(e) if e.is_out_of_space() || matches!(e, Error::OpenTooSoon { .. }) => {
                             return Ok(Action::Reply(IngestReply::OpenRefused {
                                 message: e.to_string(),
                             }));

@@ -73,6 +73,9 @@ pub struct SyncerOptions {
     /// When the sample dir's file system has less than this free, the oldest recordings are
     /// deleted whatever the quotas say (they add up to more than the disk); 0 disables it.
     pub min_free_bytes: u64,
+    /// Each stream's open budget when the syncer starts or the stream is added; by default
+    /// `protocol::limits`' (the writer's mirror of it keeps honest writers within it).
+    pub open_budget: limits::OpenBudget,
 }
 
 impl SyncerOptions {
@@ -97,6 +100,7 @@ impl Default for SyncerOptions {
             reserve_bytes: 1 << 20,
             flush_retry_delay: Duration(10 * TIME_UNITS_PER_SEC),
             min_free_bytes: 16 << 20,
+            open_budget: limits::OpenBudget::default(),
         }
     }
 }
@@ -182,10 +186,15 @@ struct Stream<F> {
     to_delete: Vec<(CompositeId, i64)>,
     inflight: BTreeMap<i32, InFlight<F>>,
     run: Option<RunTail>,
+    /// Opens left to this stream (`protocol::limits::OpenBudget`): each costs an inode and
+    /// an id, whoever asks.
+    opens: limits::OpenBudget,
+    /// Opens refused by the budget, warned about at most once a minute.
+    opens_refused_log: Throttle,
 }
 
 impl<F> Stream<F> {
-    fn new(row: StreamRow, committed: Vec<(CompositeId, i64)>) -> Self {
+    fn new(row: StreamRow, committed: Vec<(CompositeId, i64)>, opens: limits::OpenBudget) -> Self {
         Stream {
             next_alloc: row.next_recording_id,
             row,
@@ -193,6 +202,8 @@ impl<F> Stream<F> {
             to_delete: Vec::new(),
             inflight: BTreeMap::new(),
             run: None,
+            opens,
+            opens_refused_log: Throttle::default(),
         }
     }
 
@@ -274,7 +285,7 @@ impl<D: Dir> Syncer<D> {
         let mut streams = BTreeMap::new();
         for row in db.streams()? {
             let committed = db.recording_sizes(row.id)?;
-            streams.insert(row.id, Stream::new(row, committed));
+            streams.insert(row.id, Stream::new(row, committed, options.open_budget));
         }
         let garbage = Garbage::new(db.garbage()?);
         Ok(Syncer {
@@ -398,7 +409,8 @@ impl<D: Dir> Syncer<D> {
             config,
             next_recording_id: 0,
         };
-        self.streams.insert(id, Stream::new(row, Vec::new()));
+        self.streams
+            .insert(id, Stream::new(row, Vec::new(), self.options.open_budget));
         info!(stream = id, name, "stream added");
         Ok(id)
     }
@@ -526,6 +538,7 @@ impl<D: Dir> Syncer<D> {
             }
         }
         let dir = self.dir.clone();
+        let now = self.clock.monotonic();
         let s = self.stream_mut(stream_id)?;
         let reject = |reason: String| Error::Rejected {
             stream: stream_id,
@@ -557,6 +570,15 @@ impl<D: Dir> Syncer<D> {
         }
         if s.next_alloc == i32::MAX {
             return Err(reject("recording ids exhausted".to_owned()));
+        }
+        if !s.opens.try_spend(now) {
+            if let Some(held_back) = s.opens_refused_log.occur(now) {
+                warn!(
+                    stream = stream_id,
+                    held_back, "opens refused: faster than the stream's open budget"
+                );
+            }
+            return Err(Error::OpenTooSoon { stream: stream_id });
         }
         let id = CompositeId::new(stream_id, s.next_alloc);
         s.next_alloc += 1;

@@ -29,6 +29,7 @@ use ingest::source::Source;
 use ingest::writer::{Close, LinkError, Opened, SyncerLink, Writer, WriterConfig, WriterError};
 use nix::errno::Errno;
 use protocol::clock::{Clock, RealClock};
+use protocol::limits::OpenBudget;
 use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::wire::Conn;
 use protocol::{CompositeId, TIME_UNITS_PER_SEC};
@@ -409,6 +410,7 @@ impl Daemon {
                 reserve_bytes: 64 << 10,
                 flush_retry_delay: protocol::Duration(TIME_UNITS_PER_SEC / 5),
                 min_free_bytes: 0,
+                open_budget: OpenBudget::new(0, 0),
             },
             shutdown_grace: Duration::from_secs(5),
         };
@@ -462,6 +464,8 @@ impl Daemon {
             stream_id,
             rotate_sec: 1,
             accept_timeout: Duration::from_secs(20),
+            // As the daemon's: many recordings a second at full speed.
+            open_budget: OpenBudget::new(0, 0),
         };
         Ingest {
             writer: Writer::new(link, config, clock.clone(), stop.clone()).unwrap(),

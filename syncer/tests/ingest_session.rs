@@ -357,3 +357,52 @@ fn an_open_on_a_full_disk_is_refused_without_dropping_the_connection() {
     };
     assert_eq!(a.growing(), Some(id));
 }
+
+/// Opens past a stream's budget (a burst, then one a second) are refused for the writer to try
+/// again, as on a full disk: the connection stays, and another stream's budget is its own. An
+/// open flood made 216 files a second and exhausted a file system's inodes in a minute.
+#[test]
+fn opens_past_the_budget_are_refused_and_the_connection_stays() {
+    use syncer::limits::{OPEN_BURST, OPEN_INTERVAL_90K, OpenBudget};
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let budgeted = syncer::SyncerOptions {
+        open_budget: OpenBudget::default(),
+        ..options()
+    };
+    let (mut s, _) = start_with_options(&env, budgeted).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let entry = entry_id(&mut s, &mut a, 1);
+    let try_open = |s: &mut Syncer<SimFs>, session: &mut IngestSession| {
+        let open = IngestRequest::OpenRecording {
+            run_offset: 0,
+            sample_entry_id: entry,
+        };
+        match session.handle(s, open).unwrap() {
+            Action::Opened(id, _writer) => {
+                let abandon = IngestRequest::AbandonRecording {
+                    id,
+                    end_reason: "test".into(),
+                };
+                assert!(matches!(
+                    session.handle(s, abandon).unwrap(),
+                    Action::Reply(IngestReply::Accepted { .. })
+                ));
+                true
+            }
+            Action::Reply(IngestReply::OpenRefused { message }) => {
+                assert!(message.contains("faster than its budget"), "{message}");
+                false
+            }
+            a => panic!("unexpected {a:?}"),
+        }
+    };
+    let opened = (0..20).filter(|_| try_open(&mut s, &mut a)).count();
+    assert_eq!(opened, OPEN_BURST as usize);
+    env.clock.advance(protocol::Duration(OPEN_INTERVAL_90K));
+    assert!(try_open(&mut s, &mut a), "one more a second later");
+    assert!(!try_open(&mut s, &mut a));
+    // Stream b was not charged for a's opens.
+    let mut b = IngestSession::new(ids[1]);
+    let (id, _w) = add_entry_and_open(&mut s, &mut b);
+    assert_eq!(id.stream(), ids[1]);
+}

@@ -46,6 +46,7 @@ use ingest::writer::{
     WriterError, end_reason,
 };
 use protocol::clock::Clock;
+use protocol::limits::OpenBudget;
 use protocol::messages::{IngestReply, IngestRequest, RecordingTimes, SampleReport};
 use protocol::{CompositeId, Duration};
 use support::*;
@@ -477,6 +478,8 @@ impl Ingest {
             stream_id,
             rotate_sec,
             accept_timeout: DEFAULT_ACCEPT_TIMEOUT,
+            // As the simulated syncer's (`support::options`).
+            open_budget: OpenBudget::new(0, 0),
         };
         let writer = Writer::new(link.clone(), config, clock, stop)?;
         Ok(Ingest {

@@ -354,7 +354,7 @@ impl Hostile {
                 match self.session.saved(s, id, result) {
                     Ok(_) => {
                         self.run_offset += 1;
-                        self.start = self.start + Duration(self.next_pts_90k);
+                        self.start += Duration(self.next_pts_90k);
                     }
                     Err(e) => {
                         assert!(!e.is_fatal(), "fatal error concluding a save: {e}");

@@ -105,8 +105,9 @@ fn full_disk_body() {
     };
     let mnt = guard.0.clone();
     let d = DataDir::new(mnt.join("data"));
-    // Quotas of 1 GiB on a 6 MiB disk: only the free-space guard can make room.
-    let source = "synthetic:?fps=30&bitrate=4000000&gop=30&speed=4";
+    // Quotas of 1 GiB on a 6 MiB disk: only the free-space guard can make room. At four
+    // times real speed the open budget rotates about once a second: 0.5 MB recordings.
+    let source = "synthetic:?fps=30&bitrate=1000000&gop=30&speed=4";
     init_data_dir(
         &d,
         &[
@@ -117,7 +118,9 @@ fn full_disk_body() {
     let mut syncer = start_syncer_with(&d, &["--min-free-bytes", "2097152"]);
     let mut a = start_ingest(&d, "a", source, &[]);
     let mut b = start_ingest(&d, "b", source, &[]);
-    // About 4 MB/s of media into a 6 MiB disk for 8 s.
+    // About 1 MB/s of media into a 6 MiB disk for 10 s. Each stream opens at most one
+    // recording a second past its burst (`protocol::limits::OpenBudget`), and a full disk
+    // pauses it, so 4 s must see a new recording of each.
     let mut seen = [0; 2];
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(6) {
@@ -125,13 +128,13 @@ fn full_disk_body() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let before = seen;
-    while t.elapsed() < Duration::from_secs(8) {
+    while t.elapsed() < Duration::from_secs(10) {
         observe(&d, &mut seen);
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
         seen[0] > before[0] && seen[1] > before[1],
-        "recording stalled on the full disk: newest ids {seen:?}, 2 s before {before:?}"
+        "recording stalled on the full disk: newest ids {seen:?}, 4 s before {before:?}"
     );
     stop_cleanly(&d, [&mut a, &mut b], &mut syncer);
     let rows = recordings(&d);

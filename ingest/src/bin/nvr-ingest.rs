@@ -185,6 +185,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         stream_id: hello.stream_id,
         rotate_sec,
         accept_timeout: DEFAULT_ACCEPT_TIMEOUT,
+        open_budget: Default::default(),
     };
     let mut writer =
         Writer::new(client, config, clock, stop).map_err(|e| Failure::new(status::USAGE, e))?;

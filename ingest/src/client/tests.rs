@@ -167,6 +167,7 @@ fn full_conversation_records_into_the_descriptors_the_syncer_passes() {
         stream_id: STREAM,
         rotate_sec: client.hello().rotate_sec,
         accept_timeout: TIMEOUT,
+        open_budget: Default::default(),
     };
     let mut writer = Writer::new(client, config, clock, Arc::new(AtomicBool::new(false))).unwrap();
     let entry = Arc::new(entry());

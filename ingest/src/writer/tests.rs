@@ -414,6 +414,7 @@ fn harness(stream_id: i32, rotate_sec: u32) -> Harness {
         stream_id,
         rotate_sec,
         accept_timeout: std::time::Duration::from_secs(1),
+        open_budget: Default::default(),
     };
     let writer = Writer::new(fake.clone(), config, Arc::new(clock.clone()), stop.clone()).unwrap();
     Harness {
@@ -444,7 +445,8 @@ fn at(pts_90k: i64) -> Time {
 
 impl Harness {
     /// Writes frames `range` of a constant-rate stream with a key frame every `gop` frames,
-    /// frame `i` at pts `i * frame_90k` arriving at `local(pts)`.
+    /// frame `i` at pts `i * frame_90k` arriving at `local(pts)`. The writer's clock stands
+    /// still (what it measures is its own sleeping); see [`Harness::feed_in_real_time`].
     fn feed(
         &mut self,
         range: std::ops::Range<i64>,
@@ -456,6 +458,22 @@ impl Harness {
             let pts = i * frame_90k;
             let f = frame(pts, i % gop == 0, local(pts), &self.entry);
             self.writer.write(&f).unwrap();
+        }
+    }
+
+    /// [`Harness::feed`] with the writer's clock advancing by `pace` after each frame: a frame
+    /// duration for a real-time source (so that its open budget refills as in life).
+    fn feed_in_real_time(
+        &mut self,
+        range: std::ops::Range<i64>,
+        frame_90k: i64,
+        gop: i64,
+        pace: Duration,
+        local: impl Fn(i64) -> Time,
+    ) {
+        for i in range {
+            self.feed(i..i + 1, frame_90k, gop, &local);
+            self.clock.advance(pace);
         }
     }
 
@@ -516,6 +534,36 @@ fn staggers_spread_streams_across_the_interval() {
     );
 }
 
+/// A source eight times faster than real time with a 1 s interval would open eight
+/// recordings a second; the writer keeps within the syncer's open budget instead, postponing
+/// rotations (the recordings get longer), so that it never meets a refused open.
+#[test]
+fn rotations_wait_for_the_open_budget() {
+    use protocol::limits::{OPEN_BURST, OPEN_INTERVAL_90K};
+    let mut h = harness(0, 1);
+    let local_secs = 20;
+    let frames = local_secs * 8 * TIME_UNITS_PER_SEC / FRAME_90K;
+    // The writer's own clock runs at an eighth of the media's pace, as real time does for
+    // such a source (whose frames' local times follow their pts).
+    h.feed_in_real_time(0..frames, FRAME_90K, 1, Duration(FRAME_90K / 8), at);
+    let s = h.s();
+    let opens = s.recs.len() as i64;
+    let budget = i64::from(OPEN_BURST) + local_secs * TIME_UNITS_PER_SEC / OPEN_INTERVAL_90K;
+    assert!(opens <= budget, "{opens} opens, budget {budget}");
+    assert!(opens >= local_secs, "it still rotates: {opens}");
+    let later = &s.recs[OPEN_BURST as usize + 1];
+    assert!(
+        later.media_90k() >= 4 * TIME_UNITS_PER_SEC,
+        "{}",
+        later.media_90k()
+    );
+    assert!(
+        s.recs
+            .iter()
+            .all(|r| r.close.as_ref().is_none_or(|c| c.end_reason.is_none()))
+    );
+}
+
 #[test]
 fn rotate_interval_out_of_range_is_refused() {
     for rotate_sec in [0, MAX_ROTATE_SEC + 1] {
@@ -523,6 +571,7 @@ fn rotate_interval_out_of_range_is_refused() {
             stream_id: 1,
             rotate_sec,
             accept_timeout: DEFAULT_ACCEPT_TIMEOUT,
+            open_budget: Default::default(),
         };
         let clock: Arc<dyn Clock> = Arc::new(SimClock::new(START));
         let err = Writer::new(Fake::default(), config, clock, Arc::default())
@@ -555,7 +604,7 @@ fn recordings_of_a_run_abut_exactly() {
     let mut h = harness(3, 1);
     // A jittery, slightly fast local clock.
     let local = |pts: i64| at(pts + pts / 5000) + Duration((pts * 7919) % 1500);
-    h.feed(0..400, FRAME_90K, 15, local);
+    h.feed_in_real_time(0..400, FRAME_90K, 15, Duration(FRAME_90K), local);
     let s = h.s();
     let closed: Vec<&Rec> = s.recs.iter().filter(|r| r.close.is_some()).collect();
     assert!(closed.len() >= 10, "{}", closed.len());
@@ -815,7 +864,7 @@ fn dropping_the_writer_closes_the_recording_with_reason_drop() {
 #[test]
 fn only_one_close_is_outstanding_at_a_time() {
     let mut h = harness(0, 1);
-    h.feed(0..300, FRAME_90K, 30, at);
+    h.feed_in_real_time(0..300, FRAME_90K, 30, Duration(FRAME_90K), at);
     let s = h.s();
     let closes: Vec<usize> = (0..s.events.len())
         .filter(|&i| matches!(s.events[i], Event::Close(_)))

@@ -85,6 +85,9 @@ pub fn options() -> SyncerOptions {
         reserve_bytes: 64 << 10,
         // Only matters where a test gives the SimFs a capacity.
         min_free_bytes: 96 << 10,
+        // Simulated writers open recordings many times a (simulated) second; the budget has
+        // its own tests (tests/ingest_session.rs).
+        open_budget: syncer::limits::OpenBudget::new(0, 0),
         ..Default::default()
     }
 }
@@ -119,6 +122,14 @@ pub fn start(env: &Env) -> Result<Syncer<SimFs>, Error> {
 
 /// [`start`], also returning what recovery found.
 pub fn start_with_report(env: &Env) -> Result<(Syncer<SimFs>, RecoveryReport), Error> {
+    start_with_options(env, options())
+}
+
+/// [`start_with_report`] with other options.
+pub fn start_with_options(
+    env: &Env,
+    options: SyncerOptions,
+) -> Result<(Syncer<SimFs>, RecoveryReport), Error> {
     let mut db = Database::open(&env.db_path())?;
     let fs = env.fs.clone();
     db.set_commit_hook(Some(Box::new(move || fs.commit_point())));
@@ -126,7 +137,7 @@ pub fn start_with_report(env: &Env) -> Result<(Syncer<SimFs>, RecoveryReport), E
         Arc::new(env.fs.clone()),
         db,
         Arc::new(env.clock.clone()) as Arc<dyn Clock>,
-        options(),
+        options,
     )
 }
 
