@@ -8,7 +8,7 @@
 //! | invariant | checked as |
 //! |---|---|
 //! | meta binds dir and database | [`ViolationKind::MetaMismatch`] |
-//! | 1. file, length, blake3 | `MissingFile`, `LengthMismatch`, `HashMismatch`, `UnreadableFile` |
+//! | 1. file, length, blake3 | `MissingFile`, `LengthMismatch`, `HashMismatch`, `UnreadableFile`, `OverAllocated` |
 //! | 1. index decodes to the row | `MissingIndex`, `BadIndex`, `IndexMismatch` |
 //! | time model: wall within 500 ppm | `WallDurationSkew` |
 //! | 2. no stray sample file | `OrphanFile`, `AbandonedFile`, `UnknownStreamFile` |
@@ -85,6 +85,9 @@ pub enum ViolationKind {
     HashMismatch,
     /// A committed recording's file could not be opened, stat'ed or read.
     UnreadableFile,
+    /// A committed recording's file occupies more of the disk than its data needs (blocks
+    /// preallocated past its end, which its stream's quota does not count).
+    OverAllocated,
     /// A committed recording has no sample index.
     MissingIndex,
     /// A committed recording's sample index does not decode.
@@ -112,12 +115,13 @@ pub enum ViolationKind {
 }
 
 impl ViolationKind {
-    pub const ALL: [ViolationKind; 16] = [
+    pub const ALL: [ViolationKind; 17] = [
         ViolationKind::MetaMismatch,
         ViolationKind::MissingFile,
         ViolationKind::LengthMismatch,
         ViolationKind::HashMismatch,
         ViolationKind::UnreadableFile,
+        ViolationKind::OverAllocated,
         ViolationKind::MissingIndex,
         ViolationKind::BadIndex,
         ViolationKind::IndexMismatch,
@@ -139,6 +143,7 @@ impl ViolationKind {
             ViolationKind::LengthMismatch => "length_mismatch",
             ViolationKind::HashMismatch => "hash_mismatch",
             ViolationKind::UnreadableFile => "unreadable_file",
+            ViolationKind::OverAllocated => "over_allocated",
             ViolationKind::MissingIndex => "missing_index",
             ViolationKind::BadIndex => "bad_index",
             ViolationKind::IndexMismatch => "index_mismatch",
@@ -512,6 +517,18 @@ fn check_files<D: Dir>(
                         ),
                     );
                 } else {
+                    let allowed = crate::durability::allocation_allowed(st.size_bytes);
+                    if st.allocated_bytes > allowed {
+                        report.violation(
+                            ViolationKind::OverAllocated,
+                            r.id,
+                            format!(
+                                "file occupies {} bytes on disk for {} bytes of data (at most \
+                                 {allowed})",
+                                st.allocated_bytes, st.size_bytes
+                            ),
+                        );
+                    }
                     to_hash.push(ToHash {
                         id: r.id,
                         len_bytes: st.size_bytes,

@@ -11,13 +11,17 @@ use protocol::CompositeId;
 use protocol::sample_index;
 
 use crate::db::{FLAG_TRAILING_ZERO, RecordingRow, RecordingToInsert};
-use crate::fs::{Dir, DirFile};
+use crate::fs::{Dir, DirFile, FileStat};
 use crate::retention::round_up;
 
-/// A file may occupy at most this many bytes beyond its rounded-up length, or twice its
-/// length if that is more (file systems may preallocate speculatively). Past it the writer is
-/// presumed to have used `fallocate` to eat the disk, and the recording is rejected.
-pub const ALLOCATION_SLACK_BYTES: u64 = 4 << 20;
+/// After its allocation past the end is released ([`release_allocation`]), a file may occupy
+/// its length rounded up to 4 KiB, plus this, plus 1/1024 of its length: what a file system's
+/// own metadata counted in `st_blocks` takes (ext4's extent tree blocks, ext2/3's indirect
+/// blocks, one per 1024 data blocks). Past it the file's blocks are not its data's (a writer's
+/// `fallocate` of holes it never filled, say), and the recording is rejected. Quotas count
+/// recordings by their length rounded up to 4 KiB, so this is also what a recording may hold
+/// beyond its quota accounting.
+pub const ALLOCATION_SLACK_BYTES: u64 = 64 << 10;
 
 /// Bytes hashed per read.
 const HASH_CHUNK_BYTES: usize = 1 << 20;
@@ -96,6 +100,7 @@ impl<F: DirFile> PendingSave<F> {
                         stat.size_bytes
                     )));
                 }
+                let stat = release_allocation(&file, stat)?;
                 check_allocation(stat.size_bytes, stat.allocated_bytes)?;
                 sync(&file, dir)?;
                 let hash = hash_prefix(&file, expected)?;
@@ -114,17 +119,17 @@ impl<F: DirFile> PendingSave<F> {
                 if summary.samples == 0 {
                     return Err(SaveFailure::NothingUsable);
                 }
-                let allocated_bytes = if stat.size_bytes > summary.total_bytes {
+                let stat = if stat.size_bytes > summary.total_bytes {
                     // Never extend: only cut what the index does not cover. The cut frees the
-                    // tail's blocks, so the allocation is measured again after it.
+                    // tail's blocks and any allocation past the end, so the allocation is
+                    // measured again after it.
                     file.set_len(summary.total_bytes)
                         .map_err(|e| SaveFailure::Io("truncate", e))?;
-                    let cut = file.stat().map_err(|e| SaveFailure::Io("fstat", e))?;
-                    cut.allocated_bytes
+                    file.stat().map_err(|e| SaveFailure::Io("fstat", e))?
                 } else {
-                    stat.allocated_bytes
+                    release_allocation(&file, stat)?
                 };
-                check_allocation(summary.total_bytes, allocated_bytes)?;
+                check_allocation(stat.size_bytes, stat.allocated_bytes)?;
                 sync(&file, dir)?;
                 row.blake3 = hash_prefix(&file, summary.total_bytes)?;
                 let reported_media = i64::from(row.media_duration_90k);
@@ -155,8 +160,33 @@ fn to_i32(v: i64, what: &str) -> Result<i32, SaveFailure> {
     i32::try_from(v).map_err(|_| SaveFailure::Rejected(format!("{what} {v} out of range")))
 }
 
+/// Releases what `file` has allocated past its end (a writer's `fallocate` with
+/// `FALLOC_FL_KEEP_SIZE`, a file system's speculative preallocation) by truncating it to its
+/// own length, which frees blocks beyond the end and changes no byte; returns the new stat.
+/// `stat` is the file's stat now; a file holding no more than its rounded length is left be.
+fn release_allocation<F: DirFile>(file: &F, stat: FileStat) -> Result<FileStat, SaveFailure> {
+    if stat.allocated_bytes <= round_up(stat.size_bytes as i64) as u64 {
+        return Ok(stat);
+    }
+    file.set_len(stat.size_bytes)
+        .map_err(|e| SaveFailure::Io("truncate to release preallocation", e))?;
+    let released = file.stat().map_err(|e| SaveFailure::Io("fstat", e))?;
+    if released.size_bytes != stat.size_bytes {
+        return Err(SaveFailure::Rejected(format!(
+            "file changed from {} to {} bytes while being saved",
+            stat.size_bytes, released.size_bytes
+        )));
+    }
+    Ok(released)
+}
+
+/// The most a saved file of `size_bytes` may occupy on disk (see [`ALLOCATION_SLACK_BYTES`]).
+pub(crate) fn allocation_allowed(size_bytes: u64) -> u64 {
+    round_up(size_bytes as i64) as u64 + ALLOCATION_SLACK_BYTES + size_bytes / 1024
+}
+
 fn check_allocation(size_bytes: u64, allocated_bytes: u64) -> Result<(), SaveFailure> {
-    let allowed = round_up(size_bytes as i64) as u64 + ALLOCATION_SLACK_BYTES.max(size_bytes);
+    let allowed = allocation_allowed(size_bytes);
     if allocated_bytes > allowed {
         return Err(SaveFailure::Rejected(format!(
             "file occupies {allocated_bytes} bytes on disk for {size_bytes} bytes of data"
@@ -188,4 +218,21 @@ pub fn hash_prefix<F: DirFile + ?Sized>(file: &F, len: u64) -> Result<[u8; 32], 
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_past_the_rounded_length_and_metadata_slack_is_refused() {
+        let mib = 1 << 20;
+        assert!(check_allocation(1000, 4096).is_ok());
+        assert!(check_allocation(1000, 4096 + ALLOCATION_SLACK_BYTES).is_ok());
+        assert!(check_allocation(1000, 4096 + ALLOCATION_SLACK_BYTES + 4096).is_err());
+        // Metadata grows with the file: 1/1024 of 1 GiB is 1 MiB.
+        let gib = 1024 * mib;
+        assert!(check_allocation(gib, gib + ALLOCATION_SLACK_BYTES + mib).is_ok());
+        assert!(check_allocation(gib, gib + 4 * mib).is_err());
+    }
 }

@@ -160,6 +160,19 @@ fn deleted_file_is_missing() {
     assert_eq!(r.files, 2);
 }
 
+/// A committed file holding blocks past its end (preallocated through a kept descriptor after
+/// its commit) is found: its stream's quota does not count them (`check --hash` used to say
+/// clean of a 1 MiB quota holding 1.1 GiB).
+#[test]
+fn preallocation_past_a_committed_file_is_over_allocated() {
+    let fx = fixture();
+    fx.env
+        .fs
+        .set_extra_allocated(&sample_file_name(fx.ids[0]), 4 << 20);
+    let r = run_check(&fx.env, PLAIN);
+    assert_eq!(found(&r), one(ViolationKind::OverAllocated, fx.ids[0]));
+}
+
 #[test]
 fn read_error_is_an_unreadable_file() {
     let fx = fixture();

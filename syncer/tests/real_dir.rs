@@ -117,3 +117,50 @@ fn the_writer_descriptor_cannot_overwrite_written_bytes() {
     assert_eq!(&on_disk[..1000], &[7u8; 1000][..]);
     assert_eq!(&on_disk[1000..], b"overwrite");
 }
+
+/// A writer's `fallocate(FALLOC_FL_KEEP_SIZE)` through its own descriptor (4 MiB past a
+/// 1000-byte recording) is released when the recording is closed: on this real file system
+/// the committed file occupies no more than its data's block.
+#[test]
+fn a_writers_preallocation_is_released_at_close() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    let mut s = start(&d);
+    let (stream, entry) = add_camera(&mut s);
+    let (id, mut w) = s.open_recording(stream, 0, entry).unwrap();
+    let data = [7u8; 1000];
+    write_all(&mut w, &data).unwrap();
+    let keep_size = nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    nix::fcntl::fallocate(&w, keep_size, 0, 4 << 20).unwrap();
+    let path = d.sample_dir_path().join(sample_file_name(id));
+    assert!(std::fs::metadata(&path).unwrap().blocks() * 512 >= 4 << 20);
+    s.close_recording(
+        id,
+        CloseRequest {
+            samples: vec![SampleReport {
+                pts_90k: 0,
+                bytes: 1000,
+                is_key: true,
+            }],
+            last_sample_duration_90k: Some(3000),
+            times: RecordingTimes {
+                start: Time::from_system(std::time::SystemTime::now()),
+                wall_duration_90k: 3000,
+                local_time_delta_90k: 0,
+            },
+            end_reason: None,
+            writer_blake3: *blake3::hash(&data).as_bytes(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.shutdown().unwrap()[0].ids, vec![id]);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), 1000);
+    assert!(
+        meta.blocks() * 512 <= 64 << 10,
+        "{} bytes allocated",
+        meta.blocks() * 512
+    );
+}
