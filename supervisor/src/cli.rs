@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// recordings beyond their quotas when it runs low (0 disables), e.g. `1GiB`.
     #[arg(long, value_name = "SIZE", default_value = "16MiB")]
     pub min_free: Size,
+    /// Likewise keep at least this many inodes free (0 disables); opens are refused below a
+    /// quarter of it.
+    #[arg(long, value_name = "N", default_value_t = syncer::SyncerOptions::default().min_free_inodes)]
+    pub min_free_inodes: u64,
 }
 
 impl Default for RunArgs {
@@ -185,6 +189,7 @@ impl Default for RunArgs {
             restart_backoff_ms: 500,
             restart_backoff_max_sec: 30,
             min_free: Size(syncer::SyncerOptions::default().min_free_bytes),
+            min_free_inodes: syncer::SyncerOptions::default().min_free_inodes,
         }
     }
 }

@@ -148,6 +148,8 @@ pub struct Config {
     /// Keep this many bytes free on the sample dir's file system (`nvr-syncer
     /// --min-free-bytes`): below it the oldest recordings go, beyond their quotas.
     pub min_free_bytes: u64,
+    /// Keep this many inodes free (`nvr-syncer --min-free-inodes`).
+    pub min_free_inodes: u64,
     /// Stop requests: the supervisor stops when this becomes 1 and hurries at 2. Signals
     /// increment it (see [`watch_signals`]); so can a caller (the demo).
     pub stop_requests: Arc<AtomicUsize>,
@@ -477,6 +479,8 @@ impl Supervisor {
             .args(["--ready-fd", "3"])
             .arg("--min-free-bytes")
             .arg(self.cfg.min_free_bytes.to_string())
+            .arg("--min-free-inodes")
+            .arg(self.cfg.min_free_inodes.to_string())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
         child_setup(&mut cmd, Some(write.as_raw_fd()), None);

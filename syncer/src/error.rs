@@ -98,6 +98,13 @@ pub enum Error {
          is released)"
     )]
     ReserveReleased,
+    /// An open while the file system is nearly out of inodes: the few left are kept for the
+    /// work that frees some (the free-space guard deletes the oldest recordings meanwhile).
+    #[error(
+        "the file system is out of inodes ({free_inodes} free): no new recording until the \
+         oldest recordings have been deleted"
+    )]
+    NoFreeInodes { free_inodes: u64 },
     /// An open beyond the stream's budget (`protocol::limits::OpenBudget`): refused, as a
     /// full disk's opens are, for the writer to try again; nothing else is affected.
     #[error(
@@ -146,7 +153,7 @@ impl Error {
     pub fn is_out_of_space(&self) -> bool {
         let source = match self {
             Error::Io { source, .. } => source,
-            Error::ReserveReleased => return true,
+            Error::ReserveReleased | Error::NoFreeInodes { .. } => return true,
             _ => return false,
         };
         [nix::errno::Errno::ENOSPC, nix::errno::Errno::EDQUOT]

@@ -65,6 +65,10 @@ pub trait Dir: Send + Sync + 'static {
     /// `f_bavail * f_frsize`), or `None` if unlimited.
     fn free_bytes(&self) -> io::Result<Option<u64>>;
 
+    /// Inodes still free to unprivileged creators on the directory's file system (`statvfs`
+    /// `f_favail`), or `None` if it has no fixed number (`f_files` 0, as on btrfs).
+    fn free_inodes(&self) -> io::Result<Option<u64>>;
+
     /// Whether the directory itself is gone (removed while open: its link count is 0).
     /// Creates in it fail with `ENOENT` from then on, and what is written there is lost with
     /// the last descriptor, so the syncer stops rather than record into it.
@@ -226,6 +230,11 @@ impl Dir for RealDir {
 
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         self.statvfs_free().map(Some)
+    }
+
+    fn free_inodes(&self) -> io::Result<Option<u64>> {
+        let st = nix::sys::statvfs::fstatvfs(self.fd.as_fd()).map_err(io::Error::from)?;
+        Ok((st.files() > 0).then_some(st.files_available() as u64))
     }
 
     fn is_removed(&self) -> io::Result<bool> {

@@ -48,6 +48,8 @@
 //! - **Capacity.** With [`SimFs::set_capacity_bytes`], a write or `set_len` that would make the
 //!   sum of the current lengths of all live inodes (named or still open) exceed the limit fails
 //!   with `ENOSPC` and has no effect (all or nothing; no short writes).
+//! - **Inodes.** With [`SimFs::set_capacity_inodes`], a create that would make more live
+//!   inodes (named or still open) than the limit fails with `ENOSPC`.
 //! - **Allocation.** `stat` reports `allocated_bytes` as the length rounded up to 4 KiB plus
 //!   what [`SimFs::set_extra_allocated`] added, to simulate a hostile `fallocate` with
 //!   `FALLOC_FL_KEEP_SIZE`; a `set_len` releases it, as ext4 and tmpfs free blocks past the new
@@ -210,6 +212,7 @@ struct State {
     crashed: bool,
     faults: Vec<FaultRule>,
     capacity_bytes: Option<u64>,
+    capacity_inodes: Option<u64>,
     trace: VecDeque<OpInfo>,
 }
 
@@ -222,14 +225,18 @@ impl State {
         self.inodes.get_mut(&ino).expect("inodes are never removed")
     }
 
-    /// The sum of the current lengths of the inodes that still occupy space: named or open.
-    fn live_bytes(&self) -> u64 {
+    /// The inodes that still occupy space: named or open.
+    fn live_inodes(&self) -> impl Iterator<Item = &Inode> {
         let named: BTreeSet<u64> = self.entries.values().copied().collect();
         self.inodes
             .iter()
-            .filter(|(ino, inode)| inode.open_handles > 0 || named.contains(ino))
-            .map(|(_, inode)| inode.current.len() as u64)
-            .sum()
+            .filter(move |(ino, inode)| inode.open_handles > 0 || named.contains(ino))
+            .map(|(_, inode)| inode)
+    }
+
+    /// The sum of the current lengths of the live inodes.
+    fn live_bytes(&self) -> u64 {
+        self.live_inodes().map(|i| i.current.len() as u64).sum()
     }
 
     /// Changes `ino`'s current contents by `op` and logs it, if the size limits allow.
@@ -424,6 +431,11 @@ impl SimFs {
         lock(&self.state).capacity_bytes = capacity_bytes;
     }
 
+    /// Limits the live inodes (see the module docs); `None` is unlimited.
+    pub fn set_capacity_inodes(&self, capacity_inodes: Option<u64>) {
+        lock(&self.state).capacity_inodes = capacity_inodes;
+    }
+
     /// Adds `extra_bytes` to what `stat` reports as allocated for `name`, beyond its length
     /// rounded up to 4 KiB, as a hostile `fallocate` past the end would (until a `set_len`).
     /// Panics if `name` does not exist.
@@ -467,6 +479,7 @@ impl SimFs {
             durable_entries: entries.clone(),
             entries,
             capacity_bytes: st.capacity_bytes,
+            capacity_inodes: st.capacity_inodes,
             ..State::default()
         };
         SimFs {
@@ -524,6 +537,12 @@ impl Dir for SimFs {
         if st.entries.contains_key(name) {
             return Err(Errno::EEXIST.into());
         }
+        if st
+            .capacity_inodes
+            .is_some_and(|c| st.live_inodes().count() as u64 >= c)
+        {
+            return Err(Errno::ENOSPC.into());
+        }
         let ino = st.next_ino;
         st.next_ino += 1;
         st.inodes.insert(ino, Inode::default());
@@ -573,6 +592,12 @@ impl Dir for SimFs {
     fn free_bytes(&self) -> io::Result<Option<u64>> {
         let st = lock(&self.state);
         Ok(st.capacity_bytes.map(|c| c.saturating_sub(st.live_bytes())))
+    }
+
+    fn free_inodes(&self) -> io::Result<Option<u64>> {
+        let st = lock(&self.state);
+        let live = st.live_inodes().count() as u64;
+        Ok(st.capacity_inodes.map(|c| c.saturating_sub(live)))
     }
 
     /// The simulated directory is never removed (its loss is a power loss's, not an

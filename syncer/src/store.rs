@@ -73,6 +73,11 @@ pub struct SyncerOptions {
     /// When the sample dir's file system has less than this free, the oldest recordings are
     /// deleted whatever the quotas say (they add up to more than the disk); 0 disables it.
     pub min_free_bytes: u64,
+    /// Likewise for inodes (`statvfs` `f_favail`): below it the stream with the most
+    /// recordings gives up its oldest, and below a quarter of it opens are refused, so that
+    /// many tiny recordings cannot leave an honest camera unable to create its next file while
+    /// bytes are free; 0 disables it.
+    pub min_free_inodes: u64,
     /// Each stream's open budget when the syncer starts or the stream is added; by default
     /// `protocol::limits`' (the writer's mirror of it keeps honest writers within it).
     pub open_budget: limits::OpenBudget,
@@ -100,6 +105,7 @@ impl Default for SyncerOptions {
             reserve_bytes: 1 << 20,
             flush_retry_delay: Duration(10 * TIME_UNITS_PER_SEC),
             min_free_bytes: 16 << 20,
+            min_free_inodes: 1024,
             open_budget: limits::OpenBudget::default(),
         }
     }
@@ -536,6 +542,12 @@ impl<D: Dir> Syncer<D> {
             if !self.reserve_present {
                 return Err(Error::ReserveReleased);
             }
+        }
+        let min_free_inodes = self.options.min_free_inodes;
+        let free_inodes = self.free_or_max(min_free_inodes, Dir::free_inodes, "free inodes");
+        if free_inodes < (min_free_inodes / 4).max(1) {
+            // The rest is for the commit and the garbage that frees inodes.
+            return Err(Error::NoFreeInodes { free_inodes });
         }
         let dir = self.dir.clone();
         let now = self.clock.monotonic();
@@ -1121,18 +1133,10 @@ impl<D: Dir> Syncer<D> {
     /// to more than the disk.
     pub fn ensure_free_space(&mut self) -> Result<(), Error> {
         let min_free = self.options.min_free_bytes;
-        if min_free == 0 {
-            return Ok(());
-        }
-        let free = match self.dir.free_bytes() {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                warn!(error = %e, "cannot read the sample dir's free space");
-                return Ok(());
-            }
-        };
-        if free >= min_free {
+        let free = self.free_or_max(min_free, Dir::free_bytes, "free space");
+        let min_free_inodes = self.options.min_free_inodes;
+        let free_inodes = self.free_or_max(min_free_inodes, Dir::free_inodes, "free inodes");
+        if free >= min_free && free_inodes >= min_free_inodes {
             return Ok(());
         }
         // Files already given up that cannot be unlinked free nothing: deleting more would
@@ -1145,19 +1149,28 @@ impl<D: Dir> Syncer<D> {
             );
             return Ok(());
         }
-        let mut needed = (min_free - free) as i64;
+        let mut needed = min_free.saturating_sub(free) as i64;
+        let mut needed_inodes = min_free_inodes.saturating_sub(free_inodes);
         let mut chosen = Vec::new();
-        while needed > 0 {
-            let Some(s) = self
+        while needed > 0 || needed_inodes > 0 {
+            // Short of inodes, the stream with the most files gives up its oldest; else the
+            // stream with the most bytes.
+            let candidates = self
                 .streams
                 .values_mut()
-                .filter(|s| !s.committed.is_empty())
-                .max_by_key(|s| s.committed.iter().map(|&(_, b)| round_up(b)).sum::<i64>())
-            else {
+                .filter(|s| !s.committed.is_empty());
+            let s = if needed_inodes > 0 {
+                candidates.max_by_key(|s| s.committed.len())
+            } else {
+                candidates
+                    .max_by_key(|s| s.committed.iter().map(|&(_, b)| round_up(b)).sum::<i64>())
+            };
+            let Some(s) = s else {
                 break;
             };
             let r = s.committed.pop_front().expect("filtered on non-empty");
             needed -= round_up(r.1);
+            needed_inodes = needed_inodes.saturating_sub(1);
             chosen.push(r.0);
             s.to_delete.push(r);
         }
@@ -1166,7 +1179,11 @@ impl<D: Dir> Syncer<D> {
             if let Some(held_back) = held_back {
                 warn!(
                     free,
-                    min_free, held_back, "disk nearly full and nothing committed left to delete"
+                    min_free,
+                    free_inodes,
+                    min_free_inodes,
+                    held_back,
+                    "disk nearly full and nothing committed left to delete"
                 );
             }
             return Ok(());
@@ -1175,6 +1192,8 @@ impl<D: Dir> Syncer<D> {
             Some(held_back) => warn!(
                 free,
                 min_free,
+                free_inodes,
+                min_free_inodes,
                 deleting = chosen.len(),
                 held_back,
                 "disk nearly full: deleting the oldest recordings beyond their quotas"
@@ -1182,12 +1201,34 @@ impl<D: Dir> Syncer<D> {
             None => debug!(
                 free,
                 min_free,
+                free_inodes,
+                min_free_inodes,
                 deleting = chosen.len(),
                 "disk nearly full: deleting the oldest recordings beyond their quotas"
             ),
         }
         self.flush("disk nearly full")?;
         self.collect_garbage()
+    }
+
+    /// What `read` says is free, or `u64::MAX` (nothing to do) when `minimum` is 0 (the guard
+    /// is off), the file system sets no limit, or it cannot be read (warned about).
+    fn free_or_max(
+        &self,
+        minimum: u64,
+        read: fn(&D) -> std::io::Result<Option<u64>>,
+        what: &str,
+    ) -> u64 {
+        if minimum == 0 {
+            return u64::MAX;
+        }
+        match read(&self.dir) {
+            Ok(f) => f.unwrap_or(u64::MAX),
+            Err(e) => {
+                warn!(error = %e, "cannot read the sample dir's {what}");
+                u64::MAX
+            }
+        }
     }
 
     /// The database cannot grow (`SQLITE_FULL`) although the reserve file is gone: its file

@@ -172,6 +172,10 @@ impl Dir for FaultDir {
     fn is_removed(&self) -> io::Result<bool> {
         self.inner.is_removed()
     }
+
+    fn free_inodes(&self) -> io::Result<Option<u64>> {
+        self.inner.free_inodes()
+    }
 }
 
 impl DirFile for FaultFile {
@@ -410,6 +414,7 @@ impl Daemon {
                 reserve_bytes: 64 << 10,
                 flush_retry_delay: protocol::Duration(TIME_UNITS_PER_SEC / 5),
                 min_free_bytes: 0,
+                min_free_inodes: 0,
                 open_budget: OpenBudget::new(0, 0),
             },
             shutdown_grace: Duration::from_secs(5),

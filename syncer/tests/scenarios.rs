@@ -951,6 +951,52 @@ fn a_full_disk_deletes_the_oldest_beyond_quotas_and_recording_goes_on() {
     assert!(free >= options().min_free_bytes, "{free} free");
 }
 
+/// Inodes are a resource like bytes: a stream of many tiny recordings (well within its byte
+/// quota) on a file system with few inodes makes the guard delete *its* oldest (it holds the
+/// most files), and the other camera loses nothing and never fails a create. Opens are
+/// refused only below a quarter of the reserve.
+#[test]
+fn few_free_inodes_shed_the_stream_with_the_most_files() {
+    let (env, ids) = init_env(&[("tiny", config(1 << 30, 0)), ("cam", config(1 << 30, 0))]);
+    let opts = syncer::SyncerOptions {
+        min_free_inodes: 16,
+        ..options()
+    };
+    let (mut s, _) = start_with_options(&env, opts).unwrap();
+    env.fs.set_capacity_inodes(Some(60));
+    let (mut t, mut runs) = ([T0, T0], [0, 0]);
+    let mut cam = Vec::new();
+    // 150 recordings, one in ten the camera's: it keeps fewer files than the tiny stream.
+    for i in 0..150 {
+        let k = usize::from(i % 10 == 0);
+        let (id, end) = record(&mut s, &env.clock, ids[k], runs[k], t[k], 1, 100).unwrap();
+        if k == 1 {
+            cam.push(id);
+        }
+        t[k] = end;
+        runs[k] += 1;
+        poll(&mut s).unwrap();
+        let free = syncer::fs::Dir::free_inodes(&env.fs).unwrap().unwrap();
+        assert!(free >= 15, "iteration {i}: {free} inodes free");
+    }
+    let left = recording_ids(s.db());
+    for id in &cam {
+        assert!(
+            left.contains(id),
+            "{id} of the camera with few files was deleted"
+        );
+    }
+    assert!(left.iter().filter(|id| id.stream() == ids[0]).count() > 0);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+
+    // Below a quarter of the reserve, opens are refused as on a full disk.
+    let live = 60 - syncer::fs::Dir::free_inodes(&env.fs).unwrap().unwrap();
+    env.fs.set_capacity_inodes(Some(live + 3));
+    let e = s.open_recording(ids[1], 0, 1).unwrap_err();
+    assert!(e.is_out_of_space(), "{e}");
+    assert!(e.to_string().contains("out of inodes"), "{e}");
+}
+
 /// When the free-space guard's deletions cannot be unlinked (every unlink fails), it stops
 /// deleting: the space would never come, and going on would take the whole archive.
 #[test]

@@ -356,7 +356,8 @@ impl Drop for Mounted {
     }
 }
 
-/// Mounts a tmpfs of `size` (e.g. `6m`) in a new temporary dir; `None` (having said SKIPPED)
+/// Mounts a tmpfs of `size` (e.g. `6m`, or `6m,nr_inodes=40` with more options) in a new
+/// temporary dir; `None` (having said SKIPPED)
 /// if that cannot be done here (it needs root, or root of a user namespace).
 pub fn mount_tmpfs(size: &str) -> Option<(tempfile::TempDir, Mounted)> {
     let tmp = tempfile::tempdir().unwrap();

@@ -47,6 +47,14 @@ fn growing_files_that_fill_the_disk_end_at_their_last_sample_and_recording_goes_
     );
 }
 
+#[test]
+fn a_stream_of_many_files_cannot_take_the_inodes_of_another() {
+    as_root(
+        "a_stream_of_many_files_cannot_take_the_inodes_of_another",
+        few_inodes_body,
+    );
+}
+
 /// Runs `body` as root: at once if this process is root, else in a copy of the test named
 /// `test_name` inside `unshare -Urm`.
 fn as_root(test_name: &str, body: fn()) {
@@ -167,6 +175,65 @@ fn full_disk_body() {
     assert!(syncer.wait(Duration::from_secs(30)).success());
     let violations = check(&d);
     assert!(violations.is_empty(), "{violations:#?}");
+}
+
+/// A file system with bytes to spare but 36 inodes (a few taken by the data dir itself), and
+/// two cameras within their quotas: `many` rotates as often as its open budget allows,
+/// `few` every 10 s. Inodes run low, the guard keeps 16 free by deleting the oldest
+/// recordings of the stream with the most files, and `few` loses nothing, never fails a
+/// create, and keeps recording (an open flood used to leave the honest camera "failed" on
+/// ENOSPC while bytes were free).
+fn few_inodes_body() {
+    let Some((_tmp, guard)) = mount_tmpfs("64m,nr_inodes=36") else {
+        return;
+    };
+    let d = DataDir::new(guard.0.join("data"));
+    let fast = "synthetic:?fps=30&bitrate=200000&gop=30&speed=4";
+    let slow = "synthetic:?fps=30&bitrate=200000&gop=30";
+    init_data_dir(
+        &d,
+        &[
+            ("many", StreamConfigExt::big(camera(fast, 1, 1))),
+            ("few", StreamConfigExt::big(camera(slow, 1, 10))),
+        ],
+    );
+    let mut syncer = start_syncer_with(&d, &["--min-free-inodes", "16"]);
+    let mut many = start_ingest(&d, "many", fast, &[]);
+    let mut few = start_ingest(&d, "few", slow, &[]);
+    let mut seen = [0; 2];
+    let t = Instant::now();
+    let mut least_free = u64::MAX;
+    while t.elapsed() < Duration::from_secs(23) {
+        observe(&d, &mut seen);
+        let st = nix::sys::statvfs::statvfs(&d.sample_dir_path()).unwrap();
+        least_free = least_free.min(st.files_available() as u64);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_cleanly(&d, [&mut many, &mut few], &mut syncer);
+    let rows = recordings(&d);
+    let few_ids: Vec<i32> = rows
+        .iter()
+        .filter(|r| r.id.stream() == 2)
+        .map(|r| r.id.recording())
+        .collect();
+    assert_eq!(
+        few_ids,
+        (0..few_ids.len() as i32).collect::<Vec<_>>(),
+        "few lost one"
+    );
+    assert!(few_ids.len() >= 2, "few recorded {few_ids:?}");
+    let many_first = rows
+        .iter()
+        .find(|r| r.id.stream() == 1)
+        .unwrap()
+        .id
+        .recording();
+    assert!(
+        many_first > 0,
+        "many's oldest were deleted to keep inodes free"
+    );
+    assert!(seen[0] > 20, "many kept recording: {seen:?}");
+    assert!(least_free >= 4, "{least_free} inodes were left at worst");
 }
 
 /// Quotas far beyond the tiny disk.

@@ -115,6 +115,7 @@ pub fn config(
             failed_retry: Duration::from_secs(args.failed_retry_sec),
         },
         min_free_bytes: args.min_free.0,
+        min_free_inodes: args.min_free_inodes,
         stop_requests,
     })
 }

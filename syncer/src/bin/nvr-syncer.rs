@@ -36,6 +36,10 @@ struct Args {
     /// oldest recordings beyond their quotas (0 disables).
     #[arg(long, default_value_t = syncer::SyncerOptions::default().min_free_bytes)]
     min_free_bytes: u64,
+
+    /// Likewise keep at least this many inodes free (0 disables).
+    #[arg(long, default_value_t = syncer::SyncerOptions::default().min_free_inodes)]
+    min_free_inodes: u64,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_sec),
         syncer: syncer::SyncerOptions {
             min_free_bytes: args.min_free_bytes,
+            min_free_inodes: args.min_free_inodes,
             ..Default::default()
         },
     };
