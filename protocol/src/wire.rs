@@ -205,6 +205,41 @@ impl Conn {
         codec::decode(&self.body)
     }
 
+    /// Asks the kernel to record the sender's credentials on what the peer sends from now on
+    /// (`SO_PASSCRED`), for [`Conn::recv_with_sender_pid`]: the kernel records them at send
+    /// time, so this must come before the peer sends.
+    pub fn pass_credentials(&self) -> io::Result<()> {
+        nix::sys::socket::setsockopt(&self.stream, sockopt::PassCred, &true).map_err(Into::into)
+    }
+
+    /// Receives one frame like [`Conn::recv`], and the pid of the process that sent its first
+    /// bytes as the kernel recorded it (`SCM_CREDENTIALS`: a process without `CAP_SYS_ADMIN`
+    /// cannot claim another's pid), or `None` if none came ([`Conn::pass_credentials`] was not
+    /// asked first). Credentials are turned off after this read, so no later read meets
+    /// credentials it has no room for. The syncer learns an ingest's process this way from its
+    /// hello: a brokered socketpair's `SO_PEERCRED` names the syncer itself.
+    pub fn recv_with_sender_pid<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<(T, Option<i32>), WireError> {
+        let sock = self.stream.as_fd();
+        let mut prefix = [0; PREFIX_BYTES];
+        let first = read_some_with_credentials(sock, &mut prefix);
+        nix::sys::socket::setsockopt(&sock, sockopt::PassCred, &false)
+            .map_err(|e| WireError::Io(e.into()))?;
+        let (first, pid) = first?;
+        // 0 where the kernel recorded no credentials.
+        let pid = pid.filter(|&p| p > 0);
+        if first == 0 {
+            return Err(WireError::Closed);
+        }
+        read_exact(sock, &mut prefix[first..])?;
+        let len = codec::body_len(prefix)?;
+        self.body.clear();
+        self.body.resize(len, 0);
+        read_exact(sock, &mut self.body)?;
+        Ok((codec::decode(&self.body)?, pid))
+    }
+
     /// Receives one frame that must carry exactly one descriptor, and decodes it as a `T`.
     ///
     /// Fails with [`WireError::MissingDescriptor`] if none came. Where the peer may answer
@@ -292,6 +327,39 @@ fn read_some(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, WireError> {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(WireError::Io(e.into())),
         }
+    }
+}
+
+/// Like [`read_some`], with room for the sender's credentials only (a descriptor attached
+/// truncates the control data and is refused, closed by the kernel): returns their pid.
+fn read_some_with_credentials(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<i32>), WireError> {
+    debug_assert!(!buf.is_empty());
+    let mut control = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(WireError::Io(e.into())),
+        };
+        let Ok(cmsgs) = msg.cmsgs() else {
+            return Err(WireError::UnexpectedDescriptor);
+        };
+        let pid = cmsgs
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                _ => None,
+            })
+            .next();
+        return Ok((msg.bytes, pid));
     }
 }
 
@@ -744,6 +812,33 @@ mod tests {
             peer_uid(a.stream()).unwrap(),
             nix::unistd::getuid().as_raw()
         );
+    }
+
+    #[test]
+    fn the_senders_pid_comes_with_the_first_frame_and_only_then() {
+        let (mut a, mut b) = Conn::pair().unwrap();
+        b.pass_credentials().unwrap();
+        a.send(&Hello::new(ROLE_INGEST)).unwrap();
+        a.send(&Hello::new(ROLE_ADMIN)).unwrap();
+        let (hello, pid) = b.recv_with_sender_pid::<Hello>().unwrap();
+        assert_eq!(hello.role, ROLE_INGEST);
+        assert_eq!(pid, Some(std::process::id() as i32));
+        // Credentials are off again: a plain receive has no room for them and still works.
+        assert_eq!(b.recv::<Hello>().unwrap().role, ROLE_ADMIN);
+        // A descriptor on that first frame is refused, not installed.
+        let (probe, fd) = probe_pipe();
+        b.pass_credentials().unwrap();
+        a.send_with_fd(&Hello::new(ROLE_INGEST), fd.as_fd())
+            .unwrap();
+        drop(fd);
+        let e = b.recv_with_sender_pid::<Hello>().unwrap_err();
+        assert!(matches!(e, WireError::UnexpectedDescriptor), "{e}");
+        let mut probe = probe;
+        assert!(all_write_ends_closed(&mut probe));
+        // Not asked for before the send: none.
+        let (mut a, mut b) = Conn::pair().unwrap();
+        a.send(&Hello::new(ROLE_INGEST)).unwrap();
+        assert_eq!(b.recv_with_sender_pid::<Hello>().unwrap().1, None);
     }
 
     proptest! {

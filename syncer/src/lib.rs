@@ -13,6 +13,7 @@ pub mod check;
 pub mod db;
 pub mod durability;
 pub mod error;
+pub mod exposure;
 pub mod flush_plan;
 pub mod fs;
 pub mod garbage;

@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use protocol::CompositeId;
 use protocol::clock::{Clock, RealClock};
+use protocol::limits::WRITE_WINDOW_BYTES;
 use protocol::messages::{
     AdminReply, AdminRequest, CameraInfo, Hello, HelloReply, IngestReply, IngestRequest,
     MAX_RECORDINGS_PER_PAGE, PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST, RecordingSummary,
@@ -45,6 +46,7 @@ use tracing::{debug, error, info, warn};
 use crate::db::{Database, RecordingToInsert, StreamConfig, StreamRow};
 use crate::durability::{PendingSave, SaveFailure};
 use crate::error::Error;
+use crate::exposure::{self, Exposure};
 use crate::fs::{Dir, RealDir};
 use crate::ingest_session::{Action, IngestSession};
 use crate::layout::DataDir;
@@ -94,6 +96,8 @@ enum Event {
     Hello {
         conn: ConnId,
         hello: Hello,
+        /// The process that sent it, as the kernel recorded it.
+        pid: Option<i32>,
     },
     Ingest {
         conn: ConnId,
@@ -130,6 +134,8 @@ struct Connection {
     out: SyncSender<Outgoing>,
     /// Answered the hello: only then may `Committed` be pushed.
     greeted: bool,
+    /// The files its process was handed (from the hello on; see `crate::exposure`).
+    exposure: Option<Exposure>,
 }
 
 /// Where an admin request's answer goes.
@@ -265,6 +271,9 @@ where
         stop: None,
         grace: opts.shutdown_grace,
         removals: Vec::new(),
+        orphans: Vec::new(),
+        exposures_checked: Instant::now(),
+        exposures_unwatchable: false,
     };
     core.run(rx)
 }
@@ -302,6 +311,12 @@ struct Core<D: Dir> {
     grace: std::time::Duration,
     /// Camera removals waiting for their stream's saves; its connections are refused meanwhile.
     removals: Vec<PendingRemoval>,
+    /// Exposures of ingest processes whose connections are gone but which still run.
+    orphans: Vec<Exposure>,
+    /// When exposed files were last looked at.
+    exposures_checked: Instant,
+    /// An ingest's descriptors could not be listed (no privilege), said once.
+    exposures_unwatchable: bool,
 }
 
 impl<D: Dir> Core<D>
@@ -325,6 +340,10 @@ where
                 }
             }
             self.syncer.check_sample_dir()?;
+            if self.syncer.poll_due() || self.exposures_checked.elapsed() >= TICK {
+                // Before a flush and the free-space guard: space a breach took is back first.
+                self.enforce_exposures();
+            }
             if self.syncer.poll_due() {
                 let c = self.syncer.poll()?;
                 self.push_committed(c);
@@ -390,7 +409,7 @@ where
 
     fn handle(&mut self, ev: Event) -> Result<(), Error> {
         match ev {
-            Event::Hello { conn, hello } => self.hello(conn, hello),
+            Event::Hello { conn, hello, pid } => self.hello(conn, hello, pid),
             Event::Ingest { conn, req } => self.ingest_request(conn, req)?,
             Event::Gone { conn, why } => {
                 if self.conns.contains_key(&conn) {
@@ -440,10 +459,11 @@ where
         Ok(())
     }
 
-    fn hello(&mut self, conn: ConnId, hello: Hello) {
+    fn hello(&mut self, conn: ConnId, hello: Hello, pid: Option<i32>) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.exposure = pid.and_then(Exposure::of_process);
         let stream_id = c.session.stream_id();
         let Some(row) = self
             .syncer
@@ -485,9 +505,23 @@ where
             return Ok(());
         }
         match c.session.handle(&mut self.syncer, req) {
-            Ok(Action::Reply(reply)) => self.send(conn, reply, None),
+            Ok(Action::Reply(reply)) => {
+                if let (IngestReply::Progressed { id, written_bytes }, Some(e)) =
+                    (&reply, c.exposure.as_mut())
+                {
+                    e.allow(*id, written_bytes.saturating_add(WRITE_WINDOW_BYTES));
+                }
+                self.send(conn, reply, None)
+            }
             Ok(Action::Opened(id, file)) => {
-                self.send(conn, IngestReply::Opened { id }, Some(file.into()))
+                let fd: OwnedFd = file.into();
+                if let Some(e) = c.exposure.as_mut() {
+                    match exposure::inode_key(&fd) {
+                        Ok(key) => e.expose(key, id, WRITE_WINDOW_BYTES),
+                        Err(err) => warn!(recording = %id, error = %err, "cannot watch its file"),
+                    }
+                }
+                self.send(conn, IngestReply::Opened { id }, Some(fd))
             }
             Ok(Action::Save(pending)) => self.dispatch(conn, false, pending),
             Err(e) if e.is_fatal() => return Err(e),
@@ -503,6 +537,8 @@ where
         salvage: bool,
         result: Result<RecordingToInsert, SaveFailure>,
     ) -> Result<(), Error> {
+        let final_bytes = result.as_ref().ok().map(|r| r.row.sample_file_bytes as u64);
+        self.settle_exposed(conn, id, final_bytes);
         let outcome = match (salvage, self.conns.get_mut(&conn)) {
             (false, Some(c)) => c.session.saved(&mut self.syncer, id, result),
             _ => self
@@ -582,10 +618,83 @@ where
         if self.by_stream.get(&stream) == Some(&conn) {
             self.by_stream.remove(&stream);
         }
-        match c.session.disconnected(&mut self.syncer, why) {
+        let growing = c.session.growing();
+        let salvage = c.session.disconnected(&mut self.syncer, why);
+        if let Some(mut e) = c.exposure.take() {
+            if let (Some(id), Ok(None)) = (growing, &salvage) {
+                e.settle(id, None); // discarded: nothing to salvage
+            }
+            if !e.is_gone() {
+                self.orphans.push(e);
+            }
+        }
+        match salvage {
             Ok(Some(pending)) => self.dispatch(conn, true, pending),
             Ok(None) => {}
             Err(e) => error!(conn, error = %e, "could not salvage"),
+        }
+    }
+
+    /// The syncer is done with `id`, which its connection `conn` (live or gone) was writing.
+    fn settle_exposed(&mut self, conn: ConnId, id: CompositeId, final_bytes: Option<u64>) {
+        let live = self.conns.get_mut(&conn).and_then(|c| c.exposure.as_mut());
+        if live.is_some_and(|e| e.settle(id, final_bytes)) {
+            return;
+        }
+        for e in &mut self.orphans {
+            if e.settle(id, final_bytes) {
+                return;
+            }
+        }
+    }
+
+    /// Looks at every file an ingest process still holds (see `crate::exposure`): one that
+    /// holds more than it may is cut back and fsynced, and a live connection that did it is
+    /// dropped. Processes that have exited are forgotten.
+    fn enforce_exposures(&mut self) {
+        self.exposures_checked = Instant::now();
+        self.orphans.retain(|e| !e.is_gone());
+        let mut offenders = Vec::new();
+        let live = self
+            .conns
+            .iter_mut()
+            .filter_map(|(&conn, c)| c.exposure.as_mut().map(|e| (Some(conn), e)));
+        let gone = self.orphans.iter_mut().map(|e| (None, e));
+        for (conn, e) in live.chain(gone) {
+            let breaches = match e.enforce() {
+                Ok(b) => b,
+                Err(err) => {
+                    if !std::mem::replace(&mut self.exposures_unwatchable, true) {
+                        warn!(pid = e.pid(), error = %err, "cannot list an ingest's descriptors: \
+                              files it keeps after their commit are not watched (run as root)");
+                    }
+                    continue;
+                }
+            };
+            for b in breaches {
+                error!(
+                    stream = b.id.stream(),
+                    recording = %b.id,
+                    pid = e.pid(),
+                    size_bytes = b.size_bytes,
+                    allocated_bytes = b.allocated_bytes,
+                    allowed_bytes = b.allowed_bytes,
+                    cut_back = ?b.repair,
+                    "an ingest wrote past what its recording may hold: cut back"
+                );
+                if let Some(conn) = conn {
+                    offenders.push((conn, b));
+                }
+            }
+        }
+        for (conn, b) in offenders {
+            self.refuse(
+                conn,
+                format!(
+                    "recording {} held {} bytes ({} on disk), more than the {} it may: cut back",
+                    b.id, b.size_bytes, b.allocated_bytes, b.allowed_bytes
+                ),
+            );
         }
     }
 
@@ -840,7 +949,9 @@ where
         let (out_tx, out_rx) = mpsc::sync_channel(OUTGOING_QUEUE_LEN);
         let writer = Conn::from(ours.try_clone()?);
         let shutdown = ours.try_clone()?;
-        let reader = ours.try_clone()?;
+        let reader = Conn::from(ours.try_clone()?);
+        // Before the ingest can send its hello: the kernel records the sender's pid at send.
+        reader.pass_credentials()?;
         spawn_named(&format!("ingest-{conn}-out"), move || {
             write_ingest(writer, out_rx);
             let _ = shutdown.shutdown(std::net::Shutdown::Both);
@@ -849,7 +960,7 @@ where
         // If this thread cannot be made, the writer thread ends with the queue's sender,
         // dropped here with the error, and the socketpair closes.
         spawn_named(&format!("ingest-{conn}-in"), move || {
-            read_ingest(conn, Conn::from(reader), tx)
+            read_ingest(conn, reader, tx)
         })?;
         drop(ours);
         self.conns.insert(
@@ -858,6 +969,7 @@ where
                 session: IngestSession::new(stream),
                 out: out_tx,
                 greeted: false,
+                exposure: None,
             },
         );
         self.by_stream.insert(stream, conn);
@@ -951,10 +1063,10 @@ fn camera_info(row: &StreamRow) -> CameraInfo {
 
 /// Reads an ingest connection: its hello, then requests, until it ends.
 fn read_ingest(conn: ConnId, mut c: Conn, tx: Sender<Event>) {
-    let why = match c.recv::<Hello>() {
+    let why = match c.recv_with_sender_pid::<Hello>() {
         Err(e) => e.to_string(),
-        Ok(hello) => {
-            if tx.send(Event::Hello { conn, hello }).is_err() {
+        Ok((hello, pid)) => {
+            if tx.send(Event::Hello { conn, hello, pid }).is_err() {
                 return;
             }
             loop {

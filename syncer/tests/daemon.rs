@@ -682,3 +682,75 @@ fn a_failed_thread_spawn_refuses_that_connection_only() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait(), 0);
 }
+
+/// Waits until `f` holds, at most 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A hostile ingest (this test process) keeps a committed recording's descriptor and writes
+/// 8 MiB more through it (36 MiB this way once made the free-space guard delete another
+/// camera's recordings): within a second or two the syncer cuts the file back to its
+/// committed length, drops that connection saying why, and the recording's bytes and hash are
+/// as committed. The same once the connection is closed but the process still runs. The other
+/// stream records on meanwhile.
+#[test]
+fn a_kept_descriptor_cannot_grow_a_committed_recording() {
+    let (_tmp, d) = data_dir();
+    let daemon = Daemon::start(&d);
+    let mut admin = daemon.admin();
+    let mut b = Ingest::connect(&mut admin, "b");
+    set_read_timeout(&b.conn);
+    for closes_connection in [false, true] {
+        let mut a = Ingest::connect(&mut admin, "a");
+        set_read_timeout(&a.conn);
+        let (id, mut f) = a.open(0);
+        let data = a.write(id, &mut f, 10, 1000);
+        a.close(id, 10, &data);
+        a.expect("accepted", |r| *r == IngestReply::Accepted { id });
+        a.expect(
+            "committed",
+            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
+        );
+        if closes_connection {
+            a.conn.stream().shutdown(std::net::Shutdown::Both).unwrap();
+            // The syncer has seen the connection go (the other stream's round trip comes after).
+            b.round_trip();
+        }
+        f.write_all(&vec![0xee; 8 << 20]).unwrap();
+        let path = d
+            .sample_dir_path()
+            .join(syncer::layout::sample_file_name(id));
+        eventually("the file cut back", || {
+            std::fs::metadata(&path).unwrap().len() == 10_000
+        });
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let rec = admin.recordings(Some("a")).unwrap();
+        let rec = rec.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(rec.blake3, *blake3::hash(&data).as_bytes());
+        if !closes_connection {
+            let error = a.expect("the connection dropped", |r| {
+                matches!(r, IngestReply::Error { .. })
+            });
+            let IngestReply::Error { message } = error else {
+                unreachable!()
+            };
+            assert!(message.contains("more than the 10000 it may"), "{message}");
+        }
+        // The other stream was not held up.
+        let (idb, mut fb) = b.open(0);
+        let bdata = b.write(idb, &mut fb, 3, 100);
+        b.close(idb, 3, &bdata);
+        b.expect(
+            "b committed",
+            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&idb)),
+        );
+        drop(fb);
+    }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(), 0);
+}
