@@ -1154,16 +1154,18 @@ impl<D: Dir> Syncer<D> {
         let mut chosen = Vec::new();
         while needed > 0 || needed_inodes > 0 {
             // Short of inodes, the stream with the most files gives up its oldest; else the
-            // stream with the most bytes.
+            // stream holding the most bytes, its recordings in flight included (so that a
+            // stream's growing files cost its own archive, not another's).
             let candidates = self
                 .streams
                 .values_mut()
                 .filter(|s| !s.committed.is_empty());
             let s = if needed_inodes > 0 {
-                candidates.max_by_key(|s| s.committed.len())
+                candidates.max_by_key(|s| s.committed.len() + s.inflight.len())
             } else {
-                candidates
-                    .max_by_key(|s| s.committed.iter().map(|&(_, b)| round_up(b)).sum::<i64>())
+                candidates.max_by_key(|s| {
+                    s.committed.iter().map(|&(_, b)| round_up(b)).sum::<i64>() + s.inflight_bytes()
+                })
             };
             let Some(s) = s else {
                 break;

@@ -997,6 +997,50 @@ fn few_free_inodes_shed_the_stream_with_the_most_files() {
     assert!(e.to_string().contains("out of inodes"), "{e}");
 }
 
+/// Space a stream's growing recording holds counts against that stream: on a full disk the
+/// guard sheds the stream holding the most bytes in all, not the one with the most committed
+/// (whose recordings would otherwise pay for another stream's file).
+#[test]
+fn a_full_disk_sheds_the_stream_whose_growing_file_holds_the_space() {
+    let (env, ids) = init_env(&[
+        ("grower", config(1 << 30, 0)),
+        ("steady", config(1 << 30, 0)),
+    ]);
+    let mut s = start(&env).unwrap();
+    let (grower, steady) = (ids[0], ids[1]);
+    let (first, end) = record(&mut s, &env.clock, grower, 0, T0, 12, 1000).unwrap();
+    let mut t = T0;
+    for run in 0..3 {
+        t = record(&mut s, &env.clock, steady, run, t, 12, 1000)
+            .unwrap()
+            .1;
+    }
+    poll(&mut s).unwrap();
+    // 12 KiB committed for the grower against 36 KiB for steady, but 200 KiB growing.
+    let mut w = Writer::open(&mut s, grower, 1, end).unwrap();
+    for _ in 0..20 {
+        w.write_sample(&env.clock, 10_000);
+    }
+    w.report(&mut s).unwrap();
+    let used: u64 = env
+        .fs
+        .names()
+        .iter()
+        .filter_map(|n| env.fs.read_current(n))
+        .map(|d| d.len() as u64)
+        .sum();
+    // 8 KiB short of the guard's 96 KiB: one recording's worth.
+    env.fs.set_capacity_bytes(Some(used + (88 << 10)));
+    s.ensure_free_space().unwrap();
+    let left = recording_ids(s.db());
+    assert!(!left.contains(&first), "the grower's oldest went: {left:?}");
+    assert_eq!(
+        left.iter().filter(|id| id.stream() == steady).count(),
+        3,
+        "{left:?}"
+    );
+}
+
 /// When the free-space guard's deletions cannot be unlinked (every unlink fails), it stops
 /// deleting: the space would never come, and going on would take the whole archive.
 #[test]
