@@ -41,6 +41,10 @@ const _: () = assert!(WRITE_WINDOW_BYTES >= MAX_SAMPLE_BYTES as u64);
 /// Distinct video sample entries one connection may add.
 pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
 
+/// Sample entries one stream may hold at once. Past it, entries no recording uses are
+/// removed first; if that is not enough, the new entry is refused.
+pub const MAX_STORED_SAMPLE_ENTRIES_PER_STREAM: usize = 64;
+
 /// Largest sample entry box accepted, in bytes.
 pub const MAX_SAMPLE_ENTRY_BYTES: usize = 64 << 10;
 

@@ -52,7 +52,7 @@ fn fixture() -> Fixture {
         )
         .unwrap();
     let entry = s
-        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
+        .add_sample_entry(stream, &[], 640, 480, "avc1.4d401e", b"entry")
         .unwrap();
     let mut start = Time::from_system(std::time::SystemTime::now());
     let mut ids = Vec::new();

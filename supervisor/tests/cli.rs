@@ -117,7 +117,9 @@ fn record(d: &DataDir, camera: &str, n: i32) -> Vec<CompositeId> {
         .id;
     // One whole (if empty) box, as an export needs.
     let avc1 = [0, 0, 0, 16, b'a', b'v', b'c', b'1', 0, 0, 0, 0, 0, 0, 0, 0];
-    let entry = s.add_sample_entry(640, 480, "avc1.4d401e", &avc1).unwrap();
+    let entry = s
+        .add_sample_entry(stream, &[], 640, 480, "avc1.4d401e", &avc1)
+        .unwrap();
     let mut start = Time::from_system(std::time::SystemTime::now());
     let mut ids = Vec::new();
     for run_offset in 0..n {

@@ -102,7 +102,7 @@ pub enum ViolationKind {
     /// A committed recording's or garbage row's id is not below its stream's next id (or a
     /// recording's stream is gone): the id could be handed out again.
     IdNotBelowNext,
-    /// A row names a video sample entry that does not exist.
+    /// A row names a video sample entry that does not exist, or is another stream's.
     UnknownSampleEntry,
     /// A stream's committed bytes, each rounded up to 4 KiB, exceed its quota.
     OverQuota,
@@ -216,7 +216,8 @@ struct Snapshot {
     /// Per row: its index's totals, `None` if it has no index.
     indexes: BTreeMap<CompositeId, Option<Result<IndexSummary, IndexError>>>,
     garbage: BTreeSet<CompositeId>,
-    sample_entries: BTreeSet<i32>,
+    /// Each sample entry's stream.
+    sample_entries: BTreeMap<i32, i32>,
 }
 
 impl Snapshot {
@@ -234,7 +235,11 @@ impl Snapshot {
             rows,
             indexes,
             garbage: db.garbage()?.into_iter().collect(),
-            sample_entries: db.sample_entries()?.into_iter().map(|e| e.id).collect(),
+            sample_entries: db
+                .sample_entries()?
+                .into_iter()
+                .map(|e| (e.id, e.stream_id))
+                .collect(),
         })
     }
 }
@@ -310,15 +315,24 @@ fn check_rows(snap: &Snapshot, report: &mut CheckReport) {
             ),
             Some(_) => {}
         }
-        if !snap.sample_entries.contains(&r.video_sample_entry_id) {
-            report.violation(
+        match snap.sample_entries.get(&r.video_sample_entry_id) {
+            None => report.violation(
                 ViolationKind::UnknownSampleEntry,
                 r.id,
                 format!(
                     "video sample entry {} does not exist",
                     r.video_sample_entry_id
                 ),
-            );
+            ),
+            Some(&owner) if owner != r.id.stream() => report.violation(
+                ViolationKind::UnknownSampleEntry,
+                r.id,
+                format!(
+                    "video sample entry {} belongs to stream {owner}, not to the recording's",
+                    r.video_sample_entry_id
+                ),
+            ),
+            Some(_) => {}
         }
         let media = i64::from(r.media_duration_90k);
         let wall = i64::from(r.wall_duration_90k);

@@ -28,7 +28,7 @@ pub const FLAG_TRAILING_ZERO: i32 = 1;
 pub const FLAG_FILE_MISSING: i32 = 2;
 
 /// The migrations, index `i` taking a database from `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -43,6 +43,12 @@ pub enum DbError {
     TooNew { found: i32 },
     #[error("database is not initialized (schema version 0); run `nvr init`")]
     NotInitialized,
+    #[error(
+        "database schema version {found} needs a migration to {SCHEMA_VERSION}, which a \
+         read-only open cannot do: any nvr command that takes the data dir (`nvr status` with \
+         nothing running) or `nvr run` migrates it"
+    )]
+    NeedsMigration { found: i32 },
     #[error("COMMIT failed: {0}")]
     Commit(#[source] io::Error),
     #[error("database row is corrupt: {0}")]
@@ -316,6 +322,8 @@ pub struct RecordingToInsert {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SampleEntry {
     pub id: i32,
+    /// The stream it belongs to: only that stream's recordings may use it.
+    pub stream_id: i32,
     pub width: u16,
     pub height: u16,
     /// RFC 6381 codec string, e.g. `avc1.64001f`.
@@ -400,6 +408,8 @@ impl Database {
             )));
         }
         // Schema and identity in one transaction: an interrupted create leaves version 0.
+        // Foreign keys off as for any migration (see `migrate`), and on again below.
+        db.conn.execute_batch("pragma foreign_keys = off")?;
         let tx = db.conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             tx.execute_batch(sql)?;
@@ -414,6 +424,8 @@ impl Database {
             params![dir_uuid.as_bytes().as_slice()],
         )?;
         tx.commit()?;
+        // The migrations rebuild tables; a new database starts without their free pages.
+        db.conn.execute_batch("pragma foreign_keys = on; vacuum")?;
         Ok(db)
     }
 
@@ -439,14 +451,34 @@ impl Database {
         Ok(db)
     }
 
+    /// Applies the migrations past `from` in one transaction. Foreign keys are off meanwhile
+    /// (a migration may rebuild a table others reference, as SQLite's own procedure for schema
+    /// changes does) and checked whole before the commit: a violation rolls everything back.
     fn migrate(&mut self, from: i32) -> Result<(), DbError> {
         if from == SCHEMA_VERSION {
             return Ok(());
         }
+        self.conn.execute_batch("pragma foreign_keys = off")?;
+        let result = self.migrate_in_transaction(from);
+        self.conn.execute_batch("pragma foreign_keys = on")?;
+        result
+    }
+
+    fn migrate_in_transaction(&mut self, from: i32) -> Result<(), DbError> {
         let tx = self.conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", i as i32 + 1)?;
+        }
+        let violations: i64 =
+            tx.query_row("select count(*) from pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?;
+        if violations > 0 {
+            return Err(DbError::Corrupt(format!(
+                "migrating from schema version {from} would leave {violations} broken \
+                 references; nothing was changed"
+            )));
         }
         tx.commit()?;
         Ok(())
@@ -706,7 +738,7 @@ impl Database {
     }
 
     /// Removes a stream in one transaction: its recordings' rows and indexes are deleted and
-    /// their ids become garbage, then its row goes. Returns the ids moved to garbage. Stream
+    /// their ids become garbage, its sample entries go, then its row. Returns the ids moved to garbage. Stream
     /// ids come from `autoincrement`, so the id is never given to another stream; recovery
     /// treats any file of it left behind as a file of an unknown stream (garbage).
     pub fn remove_stream(&mut self, stream_id: i32) -> Result<Vec<CompositeId>, DbError> {
@@ -729,6 +761,10 @@ impl Database {
                 [stream_id],
             )?;
             tx.execute("delete from recording where stream_id = ?", [stream_id])?;
+            tx.execute(
+                "delete from video_sample_entry where stream_id = ?",
+                [stream_id],
+            )?;
             if tx.execute("delete from stream where id = ?", [stream_id])? != 1 {
                 return Err(DbError::NoSuchStream(stream_id));
             }
@@ -756,41 +792,75 @@ impl Database {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Looks up a sample entry by its exact box bytes, inserting it if new.
+    /// `stream_id`'s sample entry with exactly these box bytes, if it has one.
+    pub fn find_sample_entry(&self, stream_id: i32, data: &[u8]) -> Result<Option<i32>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "select id from video_sample_entry where stream_id = ? and data = ?",
+                params![stream_id, data],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Adds a sample entry of `stream_id` (which must not have one with these bytes).
     pub fn insert_sample_entry(
         &mut self,
+        stream_id: i32,
         width: u16,
         height: u16,
         rfc6381_codec: &str,
         data: &[u8],
     ) -> Result<i32, DbError> {
-        let found: Option<i32> = self
-            .conn
-            .query_row(
-                "select id from video_sample_entry where data = ?",
-                [data],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = found {
-            return Ok(id);
-        }
         self.transact(|tx| {
             tx.execute(
-                "insert into video_sample_entry (width, height, rfc6381_codec, data)
-                 values (?, ?, ?, ?)",
-                params![width, height, rfc6381_codec, data],
+                "insert into video_sample_entry (stream_id, width, height, rfc6381_codec, data)
+                 values (?, ?, ?, ?, ?)",
+                params![stream_id, width, height, rfc6381_codec, data],
             )?;
             Ok(tx.last_insert_rowid() as i32)
         })
     }
 
-    pub fn has_sample_entry(&self, id: i32) -> Result<bool, DbError> {
+    /// How many sample entries `stream_id` has.
+    pub fn count_sample_entries(&self, stream_id: i32) -> Result<usize, DbError> {
+        let n: i64 = self.conn.query_row(
+            "select count(*) from video_sample_entry where stream_id = ?",
+            [stream_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// Removes the sample entries of `stream_id` that no committed recording uses, but those
+    /// in `keep` (entries of recordings in flight, and of the live connection). Returns how
+    /// many went.
+    pub fn delete_unused_sample_entries(
+        &mut self,
+        stream_id: i32,
+        keep: &[i32],
+    ) -> Result<usize, DbError> {
+        let keep = keep
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let sql = format!(
+            "delete from video_sample_entry
+             where stream_id = ? and id not in ({keep})
+               and id not in (select video_sample_entry_id from recording)"
+        );
+        self.transact(|tx| Ok(tx.execute(&sql, [stream_id])?))
+    }
+
+    /// Whether `id` is a sample entry of `stream_id`.
+    pub fn has_sample_entry(&self, stream_id: i32, id: i32) -> Result<bool, DbError> {
         Ok(self
             .conn
             .query_row(
-                "select 1 from video_sample_entry where id = ?",
-                [id],
+                "select 1 from video_sample_entry where id = ? and stream_id = ?",
+                [id, stream_id],
                 |_| Ok(()),
             )
             .optional()?
@@ -799,15 +869,17 @@ impl Database {
 
     pub fn sample_entries(&self) -> Result<Vec<SampleEntry>, DbError> {
         let mut stmt = self.conn.prepare_cached(
-            "select id, width, height, rfc6381_codec, data from video_sample_entry order by id",
+            "select id, stream_id, width, height, rfc6381_codec, data from video_sample_entry
+             order by id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(SampleEntry {
                 id: r.get(0)?,
-                width: r.get(1)?,
-                height: r.get(2)?,
-                rfc6381_codec: r.get(3)?,
-                data: r.get(4)?,
+                stream_id: r.get(1)?,
+                width: r.get(2)?,
+                height: r.get(3)?,
+                rfc6381_codec: r.get(4)?,
+                data: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -939,14 +1011,22 @@ impl Database {
             return Err(DbError::TooNew { found: version });
         }
         if version < SCHEMA_VERSION {
-            return Err(DbError::Corrupt(format!(
-                "schema version {version} needs a migration, which a read-only open cannot do"
-            )));
+            return Err(DbError::NeedsMigration { found: version });
         }
         Ok(Database {
             conn,
             commit_hook: None,
         })
+    }
+
+    /// Opens for reading a database whose data dir the caller has locked: read-only, so that
+    /// it works on a read-only dir, except that an older schema is migrated first (which
+    /// needs a writable one).
+    pub fn open_locked_for_reading(path: &Path) -> Result<Database, DbError> {
+        match Self::open_read_only(path) {
+            Err(DbError::NeedsMigration { .. }) => Self::open(path),
+            other => other,
+        }
     }
 
     /// A read-only connection that has read the schema, so that a database it cannot read
@@ -1030,7 +1110,8 @@ mod tests {
         }
     }
 
-    /// A new database with open 1 and sample entry 1, which `row` refers to.
+    /// A new database with open 1 and sample entry 1, which `row` refers to. The entry
+    /// belongs to stream 1, which each test adds itself (foreign keys are off for its insert).
     fn new_db() -> (tempfile::TempDir, Database) {
         let tmp = tempfile::tempdir().unwrap();
         let mut db = Database::create(
@@ -1044,11 +1125,10 @@ mod tests {
             uuid: Uuid::from_u128(3),
         };
         db.record_open(open, Time(0)).unwrap();
-        assert_eq!(
-            db.insert_sample_entry(640, 480, "avc1.4d401e", b"e")
-                .unwrap(),
-            1
-        );
+        db.conn.execute_batch("pragma foreign_keys = off").unwrap();
+        let entry = db.insert_sample_entry(1, 640, 480, "avc1.4d401e", b"e");
+        db.conn.execute_batch("pragma foreign_keys = on").unwrap();
+        assert_eq!(entry.unwrap(), 1);
         (tmp, db)
     }
 
@@ -1286,8 +1366,13 @@ mod tests {
             CompositeId::new(a, 1),
             CompositeId::new(b, 0),
         );
+        // Each stream's recordings use its own entries (which go with it).
+        let mut b0_row = row(b0);
+        b0_row.row.video_sample_entry_id = db
+            .insert_sample_entry(b, 640, 480, "avc1.4d401e", b"b")
+            .unwrap();
         db.commit_batch(&FlushBatch {
-            inserts: vec![row(a0), row(a1), row(b0)],
+            inserts: vec![row(a0), row(a1), b0_row],
             next_recording_ids: vec![(a, 2), (b, 1)],
             ..Default::default()
         })
@@ -1351,20 +1436,95 @@ mod tests {
         assert_eq!(pages(Some(a), 5).concat(), ids[..5]);
     }
 
+    /// Version 1 shared an entry among the streams that sent the same box: migrating gives
+    /// each stream its own copy, repoints its recordings, drops entries no recording used,
+    /// and keeps everything else as it was.
     #[test]
-    fn sample_entries_are_deduplicated() {
+    fn migrating_to_version_2_gives_each_stream_its_own_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db.sqlite3");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "pragma user_version = 1;
+             insert into open (id, uuid, start_time_90k) values (1, zeroblob(16), 0);
+             insert into stream values (1, 'a', 'synthetic:', 1000000, 0, 60, 2);
+             insert into stream values (2, 'b', 'synthetic:', 1000000, 0, 60, 1);
+             insert into video_sample_entry values (7, 640, 480, 'avc1.4d401e', x'aa');
+             insert into video_sample_entry values (8, 320, 240, 'avc1.4d400d', x'bb');
+             insert into video_sample_entry values (9, 320, 240, 'avc1.4d400d', x'cc');",
+        )
+        .unwrap();
+        for (id, stream, entry) in [((1i64 << 32), 1, 7), ((1 << 32) + 1, 1, 8), (2 << 32, 2, 7)] {
+            conn.execute(
+                "insert into recording values (?, ?, 1, 0, 0, 10, 0, 3000, 3000, 1, 1, ?, 0,
+                 zeroblob(32), null)",
+                params![id, stream, entry],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let db = Database::open(&path).unwrap();
+        let entries = db.sample_entries().unwrap();
+        let owners: Vec<(i32, Vec<u8>)> = entries
+            .iter()
+            .map(|e| (e.stream_id, e.data.clone()))
+            .collect();
+        assert_eq!(
+            owners,
+            [(1, vec![0xaa]), (1, vec![0xbb]), (2, vec![0xaa])],
+            "entry 9 was used by no recording"
+        );
+        for r in db.recordings(None).unwrap() {
+            let e = entries
+                .iter()
+                .find(|e| e.id == r.video_sample_entry_id)
+                .unwrap();
+            assert_eq!(e.stream_id, r.id.stream(), "{r:?}");
+        }
+        let b_entry = entries.iter().find(|e| e.stream_id == 2).unwrap();
+        assert_eq!((b_entry.width, b_entry.height), (640, 480));
+        assert_eq!(b_entry.rfc6381_codec, "avc1.4d401e");
+        let version: i32 = db
+            .conn
+            .query_row("pragma user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let fks: bool = db
+            .conn
+            .query_row("pragma foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(fks, "foreign keys are on again");
+    }
+
+    #[test]
+    fn sample_entries_belong_to_one_stream() {
         let (_tmp, mut db) = new_db();
-        let a = db
-            .insert_sample_entry(640, 480, "avc1.4d401e", b"x")
+        let a = db.add_stream("a", &config()).unwrap();
+        let b = db.add_stream("b", &config()).unwrap();
+        let x = db
+            .insert_sample_entry(a, 640, 480, "avc1.4d401e", b"x")
             .unwrap();
-        let b = db
-            .insert_sample_entry(640, 480, "avc1.4d401e", b"x")
+        assert_eq!(db.find_sample_entry(a, b"x").unwrap(), Some(x));
+        // The same box for another stream is that stream's own entry.
+        assert_eq!(db.find_sample_entry(b, b"x").unwrap(), None);
+        let bx = db
+            .insert_sample_entry(b, 1, 1, "avc1.000000", b"x")
             .unwrap();
-        let c = db
-            .insert_sample_entry(640, 480, "avc1.4d401e", b"y")
+        assert_ne!(x, bx);
+        assert!(db.has_sample_entry(a, x).unwrap() && !db.has_sample_entry(b, x).unwrap());
+        let e = db.insert_sample_entry(a, 640, 480, "avc1.4d401e", b"x");
+        assert!(e.is_err(), "one entry per stream and box");
+        // Unused ones go, but those kept.
+        let y = db
+            .insert_sample_entry(a, 640, 480, "avc1.4d401e", b"y")
             .unwrap();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(db.sample_entries().unwrap().len(), 3);
+        assert_eq!(
+            db.delete_unused_sample_entries(a, &[y]).unwrap(),
+            2,
+            "1 and x"
+        );
+        assert_eq!(db.count_sample_entries(a).unwrap(), 1);
+        assert_eq!(db.count_sample_entries(b).unwrap(), 1);
     }
 }

@@ -125,7 +125,15 @@ impl IngestSession {
                         data.len()
                     )));
                 }
-                let id = syncer.add_sample_entry(width, height, &rfc6381_codec, &data)?;
+                let keep: Vec<i32> = self.sample_entries.iter().copied().collect();
+                let id = syncer.add_sample_entry(
+                    self.stream_id,
+                    &keep,
+                    width,
+                    height,
+                    &rfc6381_codec,
+                    &data,
+                )?;
                 self.sample_entries.insert(id);
                 Ok(Action::Reply(IngestReply::SampleEntry { id }))
             }

@@ -148,9 +148,11 @@ pub struct CloseRequest {
 #[derive(Debug)]
 enum InFlight<F> {
     Growing(Box<Growing<F>>),
-    /// Its [`PendingSave`] is running; `bytes` as reported.
+    /// Its [`PendingSave`] is running; `bytes` as reported, with the sample entry its row
+    /// will name (kept while it is in flight).
     Saving {
         bytes: u64,
+        sample_entry_id: i32,
     },
     Synced(Box<RecordingToInsert>),
     /// Will be recorded as garbage: it may have left a file.
@@ -219,7 +221,7 @@ impl<F> Stream<F> {
             .values()
             .map(|r| match r {
                 InFlight::Growing(g) => round_up(g.samples.total_bytes as i64),
-                InFlight::Saving { bytes } => round_up(*bytes as i64),
+                InFlight::Saving { bytes, .. } => round_up(*bytes as i64),
                 InFlight::Synced(r) => round_up(r.row.sample_file_bytes),
                 InFlight::Discarded => 0,
             })
@@ -512,16 +514,49 @@ impl<D: Dir> Syncer<D> {
         self.collect_garbage()
     }
 
+    /// Looks up `stream_id`'s sample entry with these box bytes, adding it if new. Entries
+    /// belong to their stream, so an ingest can only register its own stream's. A stream at
+    /// [`limits::MAX_STORED_SAMPLE_ENTRIES_PER_STREAM`] first loses the entries no committed
+    /// recording, no recording in flight and none in `keep` (its connection's) uses.
     pub fn add_sample_entry(
         &mut self,
+        stream_id: i32,
+        keep: &[i32],
         width: u16,
         height: u16,
         rfc6381_codec: &str,
         data: &[u8],
     ) -> Result<i32, Error> {
+        if let Some(id) = self.db.find_sample_entry(stream_id, data)? {
+            return Ok(id);
+        }
+        let max = limits::MAX_STORED_SAMPLE_ENTRIES_PER_STREAM;
+        if self.db.count_sample_entries(stream_id)? >= max {
+            let mut keep = keep.to_vec();
+            keep.extend(
+                self.stream_mut(stream_id)?
+                    .inflight
+                    .values()
+                    .filter_map(|r| match r {
+                        InFlight::Growing(g) => Some(g.sample_entry_id),
+                        InFlight::Saving {
+                            sample_entry_id, ..
+                        } => Some(*sample_entry_id),
+                        InFlight::Synced(r) => Some(r.row.video_sample_entry_id),
+                        InFlight::Discarded => None,
+                    }),
+            );
+            self.db.delete_unused_sample_entries(stream_id, &keep)?;
+            if self.db.count_sample_entries(stream_id)? >= max {
+                return Err(Error::Rejected {
+                    stream: stream_id,
+                    reason: format!("more than {max} sample entries in use"),
+                });
+            }
+        }
         Ok(self
             .db
-            .insert_sample_entry(width, height, rfc6381_codec, data)?)
+            .insert_sample_entry(stream_id, width, height, rfc6381_codec, data)?)
     }
 
     /// Step 1: allocates the stream's next id, creates its file, and returns the id with a
@@ -535,7 +570,7 @@ impl<D: Dir> Syncer<D> {
         if self.stop.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        let known_entry = self.db.has_sample_entry(sample_entry_id)?;
+        let known_entry = self.db.has_sample_entry(stream_id, sample_entry_id)?;
         if self.options.reserve_bytes > 0 && !self.reserve_present {
             // Released for a commit that frees space: a new file would eat it first.
             self.restore_reserve();
@@ -768,6 +803,7 @@ impl<D: Dir> Syncer<D> {
             id.recording(),
             InFlight::Saving {
                 bytes: g.samples.total_bytes,
+                sample_entry_id: g.sample_entry_id,
             },
         );
         Ok(PendingSave {
@@ -828,6 +864,7 @@ impl<D: Dir> Syncer<D> {
             id.recording(),
             InFlight::Saving {
                 bytes: g.samples.total_bytes,
+                sample_entry_id: g.sample_entry_id,
             },
         );
         Ok(Some(PendingSave {

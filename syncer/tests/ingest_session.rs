@@ -406,3 +406,80 @@ fn opens_past_the_budget_are_refused_and_the_connection_stays() {
     let (id, _w) = add_entry_and_open(&mut s, &mut b);
     assert_eq!(id.stream(), ids[1]);
 }
+
+/// Sample entries belong to a stream: one ingest registering another camera's exact box as
+/// 1x1 with codec `avc1.000000` gets an entry of its own stream, and the other camera's
+/// entry, recordings and exports are untouched; it cannot open a recording with the other
+/// stream's entry either. A stream holds a bounded number of entries: past it, those no
+/// recording uses go first, else the new one is refused.
+#[test]
+fn an_ingest_can_only_register_and_use_its_own_streams_sample_entries() {
+    use syncer::limits::MAX_STORED_SAMPLE_ENTRIES_PER_STREAM;
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0)), ("b", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let box_of_a = b"entry".to_vec(); // what init_env registered for every stream
+    let mut b = IngestSession::new(ids[1]);
+    let poison = IngestRequest::AddSampleEntry {
+        width: 1,
+        height: 1,
+        rfc6381_codec: "avc1.000000".into(),
+        data: box_of_a.clone(),
+    };
+    let Action::Reply(IngestReply::SampleEntry { id: poisoned }) =
+        b.handle(&mut s, poison).unwrap()
+    else {
+        panic!("expected an entry");
+    };
+    assert_eq!(poisoned, entry_of(ids[1]), "b's own entry with those bytes");
+    let entries = s.db().sample_entries().unwrap();
+    let a_entry = entries.iter().find(|e| e.id == entry_of(ids[0])).unwrap();
+    assert_eq!((a_entry.width, a_entry.height), (640, 480));
+    assert_eq!(a_entry.rfc6381_codec, "avc1.4d401e");
+    // Nor can it open with a's entry (it was never added on its connection, and is a's).
+    let e = s.open_recording(ids[1], 0, entry_of(ids[0])).unwrap_err();
+    assert!(e.to_string().contains("unknown video sample entry"), "{e}");
+
+    // The bound: reconnecting ingests that each add new entries (16 per connection at most)
+    // never take b past it; an entry a committed recording uses, and those of the live
+    // connection, are never the ones that go.
+    let (used, _) = record(&mut s, &env.clock, ids[1], 0, T0, 3, 100).unwrap();
+    poll(&mut s).unwrap();
+    let b_entries = |s: &Syncer<SimFs>| {
+        let all = s.db().sample_entries().unwrap();
+        all.into_iter()
+            .filter(|e| e.stream_id == ids[1])
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    for n in 0..200u8 {
+        let mut live = IngestSession::new(ids[1]);
+        let mine = [
+            entry_id(&mut s, &mut live, n),
+            entry_id(&mut s, &mut live, !n),
+        ];
+        let now = b_entries(&s);
+        assert!(
+            now.len() <= MAX_STORED_SAMPLE_ENTRIES_PER_STREAM,
+            "{}",
+            now.len()
+        );
+        assert!(
+            mine.iter().all(|e| now.contains(e)),
+            "the connection's own stay"
+        );
+        assert!(
+            now.contains(&entry_of(ids[1])),
+            "the committed recording's stays"
+        );
+    }
+    let row = s.db().recordings(None).unwrap();
+    assert_eq!(
+        row.iter()
+            .find(|r| r.id == used)
+            .unwrap()
+            .video_sample_entry_id,
+        entry_of(ids[1])
+    );
+    // a lost nothing.
+    assert!(s.db().has_sample_entry(ids[0], entry_of(ids[0])).unwrap());
+}

@@ -33,7 +33,7 @@ fn add_camera(s: &mut Syncer<syncer::fs::RealDir>) -> (i32, i32) {
         )
         .unwrap();
     let entry = s
-        .add_sample_entry(640, 480, "avc1.4d401e", b"entry")
+        .add_sample_entry(stream, &[], 640, 480, "avc1.4d401e", b"entry")
         .unwrap();
     (stream, entry)
 }

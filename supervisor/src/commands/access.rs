@@ -87,9 +87,9 @@ impl std::fmt::Debug for Access {
 
 impl Offline {
     /// The database for queries, opened read-only (no recovery runs and nothing is written;
-    /// works on a read-only data dir).
+    /// works on a read-only data dir), but for the migration of an older schema.
     pub fn read(&self) -> Result<Database, AccessError> {
-        Ok(Database::open_read_only(&self.d.db_path())?)
+        Ok(Database::open_locked_for_reading(&self.d.db_path())?)
     }
 
     /// Starts a syncer on the locked dir (recovery first) for changes; the caller applies them

@@ -70,7 +70,7 @@ pub fn run(d: &DataDir, hash: bool, repair_requested: bool, json: bool) -> CmdRe
             (report, Some(repaired))
         } else {
             // Read-only: a plain check changes nothing, so it works on a read-only data dir.
-            let db = Database::open_read_only(&db_path)?;
+            let db = Database::open_locked_for_reading(&db_path)?;
             (check_with_progress(&db, &dir, opts, &mut line)?, None)
         }
     };

@@ -102,17 +102,22 @@ pub fn init_env(streams: &[(&str, StreamConfig)]) -> (Env, Vec<i32>) {
     };
     syncer::layout::init(&env.fs, &env.db_path()).unwrap();
     let mut s = start(&env).unwrap();
-    let ids = streams
+    let ids: Vec<i32> = streams
         .iter()
         .map(|(name, c)| s.add_stream(name, c.clone()).unwrap())
         .collect();
-    assert_eq!(
-        s.add_sample_entry(640, 480, "avc1.4d401e", b"entry")
-            .unwrap(),
-        1
-    );
+    // One sample entry per stream, whose id is the stream's ([`entry_of`]).
+    for &stream in &ids {
+        let entry = s.add_sample_entry(stream, &[], 640, 480, "avc1.4d401e", b"entry");
+        assert_eq!(entry.unwrap(), entry_of(stream));
+    }
     s.shutdown().unwrap();
     (env, ids)
+}
+
+/// The sample entry [`init_env`] added for `stream`.
+pub fn entry_of(stream: i32) -> i32 {
+    stream
 }
 
 /// Opens the database with COMMIT wired to the SimFs as a crash point, and starts the syncer.
@@ -169,7 +174,7 @@ impl Writer {
         run_offset: i32,
         start: Time,
     ) -> Result<Writer, Error> {
-        let (id, file) = s.open_recording(stream, run_offset, 1)?;
+        let (id, file) = s.open_recording(stream, run_offset, entry_of(stream))?;
         Ok(Writer {
             id,
             file,
