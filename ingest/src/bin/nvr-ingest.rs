@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ingest::client::Client;
+use ingest::client::{Client, Handshaken};
 use ingest::rtsp::{self, Camera, Credentials, Event, RtspUrl};
 use ingest::sandbox::{self, Policy};
 use ingest::source::{Prepared, Source, SourceError};
@@ -161,11 +161,12 @@ fn run(args: &Args) -> Result<(), Failure> {
             Failure::new(status::USAGE, format!("cannot handle signal {signal}: {e}"))
         })?;
     }
+    let handshaken = Handshaken::new(conn).map_err(Failure::link)?;
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
     let opened = Opened::open(&args.source, clock.clone(), stop.clone())?;
     enter_sandbox(&opened)?;
-    // The handshake starts the client's reader thread, which inherits the sandbox.
-    let client = Client::connect(conn).map_err(Failure::link)?;
+    // The client's reader thread is born in the sandbox.
+    let client = handshaken.start().map_err(Failure::link)?;
     let hello = client.hello().clone();
     info!(
         stream_id = hello.stream_id,
