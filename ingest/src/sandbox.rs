@@ -120,8 +120,8 @@ pub struct Report {
     /// The Landlock ABI the kernel offers (of those this build knows), `Unsupported` if none.
     pub landlock_abi: ABI,
     pub landlock: RulesetStatus,
-    /// Syscalls on the seccomp allowlist.
-    pub allowed_syscalls: usize,
+    /// The syscalls on the seccomp allowlist.
+    pub allowed_syscalls: Vec<&'static str>,
 }
 
 impl Report {
@@ -168,7 +168,9 @@ impl fmt::Display for Report {
             f,
             "Landlock ABI {} {:?}: no file-system access, {tcp}, no TCP bind, abstract Unix \
              sockets and signals scoped; seccomp: {} syscalls allowed, anything else kills",
-            self.landlock_abi, self.landlock, self.allowed_syscalls
+            self.landlock_abi,
+            self.landlock,
+            self.allowed_syscalls.len()
         )
     }
 }
@@ -283,18 +285,19 @@ fn restrict_landlock(camera_port: Option<u16>) -> Result<RestrictionStatus, Rule
     ruleset.restrict_self()
 }
 
-/// Builds and installs the seccomp filters; returns how many syscalls the allowlist holds.
+/// Builds and installs the seccomp filters; returns the names on the allowlist.
 ///
 /// Two filters, because seccompiler gives one action to all the matches of a filter: the
 /// allowlist (anything else: kill the process), and one that makes `clone3` fail with
 /// `ENOSYS`. The kernel runs both and takes the stricter answer, so `clone3` (allowed by the
 /// first) gets `ENOSYS`, and glibc falls back to `clone`, whose flags a filter can inspect
 /// (`clone3` passes them in memory, out of a filter's reach).
-fn install_seccomp(network: bool) -> Result<usize, SandboxError> {
+fn install_seccomp(network: bool) -> Result<Vec<&'static str>, SandboxError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|_| SandboxError::Architecture(std::env::consts::ARCH))?;
-    let rules = syscall_rules(network, nix::unistd::getpid().as_raw())?;
-    let allowed = rules.len();
+    let allowed = syscall_rules(network, nix::unistd::getpid().as_raw())?;
+    let names = allowed.iter().map(|a| a.name).collect();
+    let rules = allowed.into_iter().map(|a| (a.nr, a.rules)).collect();
     let allowlist: BpfProgram = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
@@ -303,7 +306,7 @@ fn install_seccomp(network: bool) -> Result<usize, SandboxError> {
     )?
     .try_into()?;
     let clone3: BpfProgram = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, vec![])]),
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
@@ -313,7 +316,7 @@ fn install_seccomp(network: bool) -> Result<usize, SandboxError> {
     // allowlist refuses.
     seccompiler::apply_filter_all_threads(&clone3)?;
     seccompiler::apply_filter_all_threads(&allowlist)?;
-    Ok(allowed)
+    Ok(names)
 }
 
 /// A condition on argument `arg` (32 bits wide, as every argument filtered here is).
@@ -359,13 +362,32 @@ const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_THREAD
     | libc::CLONE_FS
     | libc::CLONE_SIGHAND) as u64;
 
-/// The allowlist: syscall number to rules (empty: always allowed; otherwise allowed when one
-/// of the rules holds). `network`: the source is a camera (socket syscalls allowed); `pid`:
+/// An entry of the seccomp allowlist.
+#[derive(Debug)]
+pub struct Allowed {
+    pub name: &'static str,
+    pub nr: i64,
+    /// Empty: always allowed; otherwise allowed when one of the rules holds.
+    pub rules: Vec<SeccompRule>,
+}
+
+/// `name` always allowed.
+fn allow(name: &'static str, nr: i64) -> Allowed {
+    Allowed {
+        name,
+        nr,
+        rules: Vec::new(),
+    }
+}
+
+/// `name` allowed when one of `rules` holds.
+fn allow_if(name: &'static str, nr: i64, rules: Vec<SeccompRule>) -> Allowed {
+    Allowed { name, nr, rules }
+}
+
+/// The allowlist. `network`: the source is a camera (socket syscalls allowed); `pid`:
 /// this process, the only one `tgkill` may signal. SECURITY.md has the same table.
-pub fn syscall_rules(
-    network: bool,
-    pid: i32,
-) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxError> {
+pub fn syscall_rules(network: bool, pid: i32) -> Result<Vec<Allowed>, SandboxError> {
     let no_exec = || -> Result<Vec<SeccompRule>, SandboxError> {
         // prot (argument 2 of mmap and mprotect) without PROT_EXEC: no new code, ever.
         Ok(vec![all(vec![arg(
@@ -374,33 +396,33 @@ pub fn syscall_rules(
             0,
         )?])?])
     };
-    let always = |nr: i64| (nr, Vec::new());
-    let mut rules = BTreeMap::from([
+    let mut rules = vec![
         // I/O on descriptors already open: logs on stderr, the sample files (write only), the
         // syncer connection (sendto/sendmsg, recvmsg with the descriptors it passes), the
         // `file:` source's file (read), the camera's sockets.
-        always(libc::SYS_read),
-        always(libc::SYS_readv),
-        always(libc::SYS_write),
-        always(libc::SYS_writev),
-        always(libc::SYS_recvmsg),
-        always(libc::SYS_recvfrom),
-        always(libc::SYS_sendmsg),
-        always(libc::SYS_sendto),
+        allow("read", libc::SYS_read),
+        allow("readv", libc::SYS_readv),
+        allow("write", libc::SYS_write),
+        allow("writev", libc::SYS_writev),
+        allow("recvmsg", libc::SYS_recvmsg),
+        allow("recvfrom", libc::SYS_recvfrom),
+        allow("sendmsg", libc::SYS_sendmsg),
+        allow("sendto", libc::SYS_sendto),
         // Closing descriptors (received sample files, ended sessions), and shutting the
         // syncer connection down at exit.
-        always(libc::SYS_close),
-        always(libc::SYS_shutdown),
-        // fcntl: only reading descriptor and status flags, setting close-on-exec, and
-        // cloning with close-on-exec (the syncer connection's reader handle). Not F_SETFL,
-        // which could clear the O_APPEND of a sample file's descriptor.
-        (
+        allow("close", libc::SYS_close),
+        allow("shutdown", libc::SYS_shutdown),
+        // fcntl: only reading descriptor and status flags (the standard library checks a
+        // descriptor it closes; tokio reads a socket's) and cloning with close-on-exec (the
+        // syncer connection's reader handle). Not F_SETFL, which could clear the O_APPEND of
+        // a sample file's descriptor.
+        allow_if(
+            "fcntl",
             libc::SYS_fcntl,
             one_of(
                 1,
                 &[
                     libc::F_GETFD as u64,
-                    libc::F_SETFD as u64,
                     libc::F_GETFL as u64,
                     libc::F_DUPFD_CLOEXEC as u64,
                 ],
@@ -408,23 +430,24 @@ pub fn syscall_rules(
         ),
         // Waiting: futexes (locks, channels, thread joins), sleeps (a source's pacing), a
         // syscall restarted after the SIGTERM handler, yielding in spin loops.
-        always(libc::SYS_futex),
-        always(libc::SYS_clock_nanosleep),
-        always(libc::SYS_nanosleep),
-        always(libc::SYS_restart_syscall),
-        always(libc::SYS_sched_yield),
+        allow("futex", libc::SYS_futex),
+        allow("clock_nanosleep", libc::SYS_clock_nanosleep),
+        allow("nanosleep", libc::SYS_nanosleep),
+        allow("restart_syscall", libc::SYS_restart_syscall),
+        allow("sched_yield", libc::SYS_sched_yield),
         // Clocks, when the vDSO falls back to the syscall.
-        always(libc::SYS_clock_gettime),
-        always(libc::SYS_clock_getres),
-        always(libc::SYS_gettimeofday),
+        allow("clock_gettime", libc::SYS_clock_gettime),
+        allow("clock_getres", libc::SYS_clock_getres),
+        allow("gettimeofday", libc::SYS_gettimeofday),
         // Memory: the heap, anonymous mappings, never executable.
-        (libc::SYS_mmap, no_exec()?),
-        (libc::SYS_mprotect, no_exec()?),
-        always(libc::SYS_munmap),
-        always(libc::SYS_mremap),
-        always(libc::SYS_brk),
+        allow_if("mmap", libc::SYS_mmap, no_exec()?),
+        allow_if("mprotect", libc::SYS_mprotect, no_exec()?),
+        allow("munmap", libc::SYS_munmap),
+        allow("mremap", libc::SYS_mremap),
+        allow("brk", libc::SYS_brk),
         // madvise: only giving memory back (glibc's free and thread exit).
-        (
+        allow_if(
+            "madvise",
             libc::SYS_madvise,
             one_of(2, &[libc::MADV_DONTNEED as u64, libc::MADV_FREE as u64])?,
         ),
@@ -432,7 +455,8 @@ pub fn syscall_rules(
         // `clone3` is answered ENOSYS by a second filter (see `install_seccomp`). A new thread
         // registers its robust futex list and rseq area, names itself, reads its CPU affinity
         // (glibc sizes its malloc arenas by it), sets up its signal stack and mask.
-        (
+        allow_if(
+            "clone",
             libc::SYS_clone,
             vec![all(vec![arg(
                 0,
@@ -440,33 +464,35 @@ pub fn syscall_rules(
                 CLONE_THREAD_FLAGS,
             )?])?],
         ),
-        always(libc::SYS_clone3),
-        always(libc::SYS_set_robust_list),
-        always(libc::SYS_rseq),
-        (
+        allow("clone3", libc::SYS_clone3),
+        allow("set_robust_list", libc::SYS_set_robust_list),
+        allow("rseq", libc::SYS_rseq),
+        allow_if(
+            "prctl",
             libc::SYS_prctl,
             one_of(0, &[libc::PR_SET_NAME as u64, libc::PR_GET_NAME as u64])?,
         ),
-        always(libc::SYS_sched_getaffinity),
-        always(libc::SYS_sigaltstack),
-        always(libc::SYS_rt_sigprocmask),
+        allow("sched_getaffinity", libc::SYS_sched_getaffinity),
+        allow("sigaltstack", libc::SYS_sigaltstack),
+        allow("rt_sigprocmask", libc::SYS_rt_sigprocmask),
         // Signals: returning from the SIGTERM/SIGINT handler; changing this process's own
         // handlers (abort resets SIGABRT's); raising a signal in this process only (abort,
         // raise: tgkill to our own thread group).
-        always(libc::SYS_rt_sigreturn),
-        always(libc::SYS_rt_sigaction),
-        (
+        allow("rt_sigreturn", libc::SYS_rt_sigreturn),
+        allow("rt_sigaction", libc::SYS_rt_sigaction),
+        allow_if(
+            "tgkill",
             libc::SYS_tgkill,
             vec![all(vec![arg(0, SeccompCmpOp::Eq, pid as u64)?])?],
         ),
-        always(libc::SYS_getpid),
-        always(libc::SYS_gettid),
+        allow("getpid", libc::SYS_getpid),
+        allow("gettid", libc::SYS_gettid),
         // Random numbers: hash map seeds, retina's RTP ports.
-        always(libc::SYS_getrandom),
+        allow("getrandom", libc::SYS_getrandom),
         // Ending a thread, ending the process.
-        always(libc::SYS_exit),
-        always(libc::SYS_exit_group),
-    ]);
+        allow("exit", libc::SYS_exit),
+        allow("exit_group", libc::SYS_exit_group),
+    ];
     if network {
         rules.extend(network_rules()?);
     }
@@ -475,28 +501,28 @@ pub fn syscall_rules(
 
 /// The camera's sockets (`rtsp://` only): TCP for RTSP (Landlock limits its port), UDP for
 /// RTP/RTCP (bound to a local port, connected to the camera's), no other family: no Unix
-/// socket (the syncer connection is already open) and no raw or netlink sockets. And the
+/// socket (the syncer connection is already open) and no raw or netlink sockets; a
+/// connect's outcome (`SO_ERROR`) and its addresses are read, no option is set. And the
 /// camera's I/O runtime, which waits in epoll (it was built before the sandbox; sockets are
 /// added and removed as sessions come and go).
-fn network_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, SandboxError> {
-    let always = |nr: i64| (nr, Vec::new());
+fn network_rules() -> Result<Vec<Allowed>, SandboxError> {
     Ok(vec![
-        always(libc::SYS_epoll_ctl),
-        always(libc::SYS_epoll_pwait),
+        allow("epoll_ctl", libc::SYS_epoll_ctl),
+        allow("epoll_pwait", libc::SYS_epoll_pwait),
         #[cfg(target_arch = "x86_64")]
-        always(libc::SYS_epoll_wait),
-        (
+        allow("epoll_wait", libc::SYS_epoll_wait),
+        allow_if(
+            "socket",
             libc::SYS_socket,
             one_of(0, &[libc::AF_INET as u64, libc::AF_INET6 as u64])?,
         ),
-        always(libc::SYS_connect),
-        always(libc::SYS_bind),
-        always(libc::SYS_getsockname),
-        always(libc::SYS_getpeername),
-        always(libc::SYS_getsockopt),
-        always(libc::SYS_setsockopt),
+        allow("connect", libc::SYS_connect),
+        allow("bind", libc::SYS_bind),
+        allow("getsockname", libc::SYS_getsockname),
+        allow("getpeername", libc::SYS_getpeername),
+        allow("getsockopt", libc::SYS_getsockopt),
         // ioctl: only FIONBIO (tokio makes retina's UDP sockets non-blocking with it).
-        (libc::SYS_ioctl, one_of(1, &[libc::FIONBIO])?),
+        allow_if("ioctl", libc::SYS_ioctl, one_of(1, &[libc::FIONBIO])?),
     ])
 }
 

@@ -287,7 +287,25 @@ fn try_attempt(
                 check(libc::setrlimit(libc::RLIMIT_NOFILE, &unlimited) as _)
             }
             "tcp_connect_other_port" => TcpStream::connect(loopback(other_port)).map(drop),
-            "tcp_bind" => TcpListener::bind(loopback(0)).map(drop),
+            "tcp_bind" => {
+                // Not TcpListener::bind, which sets SO_REUSEADDR first (a syscall the
+                // sandbox kills on): the bind itself is what Landlock refuses.
+                let s = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+                check(s as _)?;
+                let addr = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                check(libc::bind(
+                    s,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                ) as _)
+            }
             "clone3" => check(libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0)),
             "allocate_past_the_data_limit" => {
                 let big = vec![1u8; 256 << 20];
