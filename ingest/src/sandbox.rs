@@ -36,7 +36,7 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
 };
 use nix::libc;
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use protocol::limits::{MAX_RECORDING_BYTES, MAX_SAMPLE_BYTES};
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -53,9 +53,10 @@ const LANDLOCK_ABI: ABI = ABI::V7;
 /// recording; 32 leaves room and still stops a descriptor hoard.
 pub const MAX_OPEN_FILES: u64 = 32;
 
-/// Data segment of an ingest holding no frame: heap, the main and the syncer reader's thread
-/// stacks (2 MiB each), the runtime, the allocator's per-thread arenas. Measured VmData of a
-/// steady-state debug build: 6 to 8 MiB (SECURITY.md, "Memory"); 64 MiB is ample headroom.
+/// Data segment of an ingest holding no frame: heap, the syncer reader's thread stack (2 MiB),
+/// the runtime, the allocator's arenas as far as used. Measured VmData of a recording ingest
+/// (debug build, any source at 2 Mbit/s): 2.5 to 2.7 MiB (SECURITY.md, "Memory"); 64 MiB is
+/// ample headroom for a log burst, a slow syncer's queued notices, a reconnect.
 pub const BASE_DATA_BYTES: u64 = 64 << 20;
 
 /// Frames' worth of memory on top of [`BASE_DATA_BYTES`]: a camera's frame exists at most a
@@ -68,7 +69,8 @@ pub const FRAME_DATA_BYTES: u64 = 8 * MAX_SAMPLE_BYTES as u64;
 /// allocate more gets allocation failures (an abort), not the machine's memory.
 pub const MAX_DATA_BYTES: u64 = BASE_DATA_BYTES + FRAME_DATA_BYTES;
 
-/// The resource limits [`enter`] sets, soft and hard.
+/// The resource limits [`enter`] sets, soft and hard (each at most the hard limit the process
+/// already had).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// `RLIMIT_NOFILE`.
@@ -115,6 +117,7 @@ impl Policy {
 /// What [`enter`] enforced, for the log.
 #[derive(Debug)]
 pub struct Report {
+    /// The limits set: the policy's, or lower where the process's hard limit was lower.
     pub limits: Limits,
     pub camera_port: Option<u16>,
     /// The Landlock ABI the kernel offers (of those this build knows), `Unsupported` if none.
@@ -221,11 +224,11 @@ pub fn enter(policy: &Policy) -> Result<Report, SandboxError> {
         return Err(SandboxError::NotSingleThreaded(threads));
     }
     set_attributes()?;
-    set_limits(&policy.limits)?;
+    let limits = set_limits(&policy.limits)?;
     let landlock = restrict_landlock(policy.camera_port)?;
     let allowed_syscalls = install_seccomp(policy.camera_port.is_some())?;
     Ok(Report {
-        limits: policy.limits,
+        limits,
         camera_port: policy.camera_port,
         landlock_abi: ABI::from(landlock.landlock),
         landlock: landlock.ruleset,
@@ -254,19 +257,26 @@ fn set_attributes() -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn set_limits(limits: &Limits) -> Result<(), SandboxError> {
-    for (resource, value) in [
-        (Resource::RLIMIT_NOFILE, limits.open_files),
-        (Resource::RLIMIT_DATA, limits.data_bytes),
-        (Resource::RLIMIT_FSIZE, limits.file_bytes),
-    ] {
-        setrlimit(resource, value, value).map_err(|source| SandboxError::Limit {
+/// Sets each limit, soft and hard, to its value or the current hard limit if that is lower
+/// (an unprivileged process cannot raise a hard limit, and a lower one is stricter anyway);
+/// returns the limits set.
+fn set_limits(limits: &Limits) -> Result<Limits, SandboxError> {
+    let set = |resource, wanted: u64| -> Result<u64, SandboxError> {
+        let error = |source| SandboxError::Limit {
             resource,
-            value,
+            value: wanted,
             source,
-        })?;
-    }
-    Ok(())
+        };
+        let (_, hard) = getrlimit(resource).map_err(error)?;
+        let value = wanted.min(hard);
+        setrlimit(resource, value, value).map_err(error)?;
+        Ok(value)
+    };
+    Ok(Limits {
+        open_files: set(Resource::RLIMIT_NOFILE, limits.open_files)?,
+        data_bytes: set(Resource::RLIMIT_DATA, limits.data_bytes)?,
+        file_bytes: set(Resource::RLIMIT_FSIZE, limits.file_bytes)?,
+    })
 }
 
 /// Landlock: every file-system right handled and none granted; TCP bind handled and never
@@ -500,8 +510,8 @@ pub fn syscall_rules(network: bool, pid: i32) -> Result<Vec<Allowed>, SandboxErr
 }
 
 /// The camera's sockets (`rtsp://` only): TCP for RTSP (Landlock limits its port), UDP for
-/// RTP/RTCP (bound to a local port, connected to the camera's), no other family: no Unix
-/// socket (the syncer connection is already open) and no raw or netlink sockets; a
+/// RTP/RTCP (bound to a local port, connected to the camera's), nothing else: no Unix socket
+/// (the syncer connection is already open), no raw, packet or netlink socket; a
 /// connect's outcome (`SO_ERROR`) and its addresses are read, no option is set. And the
 /// camera's I/O runtime, which waits in epoll (it was built before the sandbox; sockets are
 /// added and removed as sessions come and go).
@@ -511,11 +521,7 @@ fn network_rules() -> Result<Vec<Allowed>, SandboxError> {
         allow("epoll_pwait", libc::SYS_epoll_pwait),
         #[cfg(target_arch = "x86_64")]
         allow("epoll_wait", libc::SYS_epoll_wait),
-        allow_if(
-            "socket",
-            libc::SYS_socket,
-            one_of(0, &[libc::AF_INET as u64, libc::AF_INET6 as u64])?,
-        ),
+        allow_if("socket", libc::SYS_socket, inet_stream_or_datagram()?),
         allow("connect", libc::SYS_connect),
         allow("bind", libc::SYS_bind),
         allow("getsockname", libc::SYS_getsockname),
@@ -524,6 +530,24 @@ fn network_rules() -> Result<Vec<Allowed>, SandboxError> {
         // ioctl: only FIONBIO (tokio makes retina's UDP sockets non-blocking with it).
         allow_if("ioctl", libc::SYS_ioctl, one_of(1, &[libc::FIONBIO])?),
     ])
+}
+
+/// `socket` rules: family `AF_INET` or `AF_INET6`, type `SOCK_STREAM` (TCP) or `SOCK_DGRAM`
+/// (UDP), whatever the `SOCK_CLOEXEC`/`SOCK_NONBLOCK` flags: never a raw socket, even for an
+/// ingest running as root.
+fn inet_stream_or_datagram() -> Result<Vec<SeccompRule>, SandboxError> {
+    /// The type bits of `socket`'s second argument (the kernel's `SOCK_TYPE_MASK`).
+    const SOCK_TYPE_MASK: u64 = 0xf;
+    let mut rules = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+            rules.push(all(vec![
+                arg(0, SeccompCmpOp::Eq, family as u64)?,
+                arg(1, SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK), kind as u64)?,
+            ])?);
+        }
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ const ATTEMPTS: &[(&str, Net, Expect)] = &[
     ("mmap_exec", Net::Camera, Killed(libc::SIGSYS)),
     ("mprotect_exec", Net::Camera, Killed(libc::SIGSYS)),
     ("socket_unix", Net::Camera, Killed(libc::SIGSYS)),
+    ("socket_raw", Net::Camera, Killed(libc::SIGSYS)),
     ("raise_a_limit", Net::Camera, Killed(libc::SIGSYS)),
     ("socket_inet", Net::None, Killed(libc::SIGSYS)),
     // Forbidden: Landlock refuses.
@@ -87,6 +88,10 @@ const ATTEMPTS: &[(&str, Net, Expect)] = &[
         Net::Camera,
         Killed(libc::SIGABRT),
     ),
+    // Refused before anything is restricted: a second thread would escape Landlock.
+    ("enter_with_two_threads", Net::None, Works),
+    // A hard limit lower than the sandbox's is kept, not an error.
+    ("enter_under_a_lower_hard_limit", Net::None, Works),
     // Permitted.
     ("write_preopened_file", Net::Camera, Works),
     ("write_preopened_file", Net::None, Works),
@@ -184,6 +189,11 @@ fn outcome(status: ExitStatus) -> Option<Expect> {
 /// The child: opens the file, enters the sandbox, makes the attempt, exits 0 if it worked or
 /// with the errno it failed with (100 for a failure that is not a syscall's).
 fn child(attempt: &str) -> ! {
+    match attempt {
+        "enter_with_two_threads" => enter_with_two_threads(),
+        "enter_under_a_lower_hard_limit" => enter_under_a_lower_hard_limit(),
+        _ => {}
+    }
     let port = std::env::var(PORT_ENV).ok().map(|p| p.parse().unwrap());
     let other_port: u16 = std::env::var(OTHER_PORT_ENV).unwrap().parse().unwrap();
     let file = File::options()
@@ -200,6 +210,33 @@ fn child(attempt: &str) -> ! {
         }
     };
     std::process::exit(code)
+}
+
+/// Enters the sandbox with a second thread running: must be refused, and the process then
+/// still unrestricted (exits 0 if both hold).
+fn enter_with_two_threads() -> ! {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || rx.recv());
+    let err = sandbox::enter(&Policy::new(None)).unwrap_err();
+    assert!(
+        matches!(err, sandbox::SandboxError::NotSingleThreaded(2)),
+        "{err}"
+    );
+    drop(tx);
+    other.join().unwrap().unwrap_err();
+    File::open("/proc/self/status").unwrap();
+    std::process::exit(0)
+}
+
+/// Enters the sandbox with a hard `RLIMIT_NOFILE` of 16, under the sandbox's: it stays 16.
+fn enter_under_a_lower_hard_limit() -> ! {
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_NOFILE, 16, 16).unwrap();
+    let report = sandbox::enter(&Policy::new(None)).unwrap();
+    // (getrlimit is not on the allowlist: the report says what was set.)
+    assert_eq!(report.limits.open_files, 16);
+    assert_eq!(report.limits.data_bytes, sandbox::MAX_DATA_BYTES);
+    std::process::exit(0)
 }
 
 /// `-1` from a libc call is the last OS error.
@@ -278,6 +315,11 @@ fn try_attempt(
                 check(libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC) as _)
             }
             "socket_unix" => check(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) as _),
+            "socket_raw" => check(libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_ICMP,
+            ) as _),
             "socket_inet" => check(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as _),
             "raise_a_limit" => {
                 let unlimited = libc::rlimit {
