@@ -282,7 +282,10 @@ fn set_limits(limits: &Limits) -> Result<Limits, SandboxError> {
 /// Landlock: every file-system right handled and none granted; TCP bind handled and never
 /// granted; TCP connect granted to `camera_port` only; both scopes. Best effort: an older
 /// kernel enforces what it can (reported by the returned status).
-fn restrict_landlock(camera_port: Option<u16>) -> Result<RestrictionStatus, RulesetError> {
+///
+/// One layer of [`enter`], which is what the ingest calls; public so that tests can check that
+/// this layer holds on its own (DESIGN.md: each layer must hold even if another fails).
+pub fn restrict_landlock(camera_port: Option<u16>) -> Result<RestrictionStatus, RulesetError> {
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(LANDLOCK_ABI))?

@@ -1,7 +1,9 @@
 //! `ingest::sandbox::enter` against what a compromised ingest would try: each attempt runs in
 //! a fresh process (this binary, re-executed with [`ATTEMPT_ENV`] naming it), which enters the
 //! sandbox and then makes one syscall; the parent checks how it ended: it worked, it failed
-//! with the expected errno (Landlock), or the process was killed by `SIGSYS` (seccomp).
+//! with the expected errno (Landlock), or the process was killed by `SIGSYS` (seccomp). A
+//! second set of attempts runs under the Landlock layer alone, which must hold by itself what
+//! seccomp would otherwise kill for first.
 //!
 //! `harness = false`: a child must be single-threaded to enter the sandbox (see the sandbox's
 //! module docs), and forking a multi-threaded test harness is unsafe; re-executing is neither.
@@ -11,6 +13,8 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +30,10 @@ const PORT_ENV: &str = "NVR_SANDBOX_TEST_PORT";
 const OTHER_PORT_ENV: &str = "NVR_SANDBOX_TEST_OTHER_PORT";
 /// A file the child opens (append only) before entering the sandbox.
 const FILE_ENV: &str = "NVR_SANDBOX_TEST_FILE";
+/// Set: the child applies only the Landlock layer (`sandbox::restrict_landlock`).
+const LANDLOCK_ONLY_ENV: &str = "NVR_SANDBOX_TEST_LANDLOCK_ONLY";
+/// The name of an abstract Unix socket the parent listens on.
+const ABSTRACT_ENV: &str = "NVR_SANDBOX_TEST_ABSTRACT";
 
 /// Longest an attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,6 +111,21 @@ const ATTEMPTS: &[(&str, Net, Expect)] = &[
     ("sleep", Net::None, Works),
 ];
 
+/// Attempts under the Landlock layer alone (an `rtsp://` camera's policy): what seccomp would
+/// kill first must still be refused, so that this layer holds if the other fails.
+const LANDLOCK_ATTEMPTS: &[(&str, Expect)] = &[
+    ("open_a_file", Fails(libc::EACCES)),
+    ("create_a_file", Fails(libc::EACCES)),
+    ("execve", Fails(libc::EACCES)),
+    ("tcp_connect_other_port", Fails(libc::EACCES)),
+    ("tcp_bind", Fails(libc::EACCES)),
+    ("abstract_unix_connect", Fails(libc::EPERM)),
+    ("kill_another_process", Fails(libc::EPERM)),
+    ("write_preopened_file", Works),
+    ("tcp_connect_camera_port", Works),
+    ("udp_bind_and_send", Works),
+];
+
 fn main() {
     if let Ok(attempt) = std::env::var(ATTEMPT_ENV) {
         child(&attempt);
@@ -112,49 +135,99 @@ fn main() {
         eprintln!("sandbox: {failures} attempt(s) ended unexpectedly");
         std::process::exit(1);
     }
-    eprintln!("sandbox: all {} attempts ended as expected", ATTEMPTS.len());
+    eprintln!(
+        "sandbox: all {} attempts ended as expected",
+        ATTEMPTS.len() + LANDLOCK_ATTEMPTS.len()
+    );
+}
+
+/// What the children connect to: the camera's port, another listening port, an abstract
+/// Unix socket.
+struct Listeners {
+    camera: TcpListener,
+    other: TcpListener,
+    abstract_name: String,
+    _abstract: UnixListener,
 }
 
 /// Runs every attempt in a child; returns how many ended otherwise than expected.
 fn parent() -> usize {
-    let camera = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let other = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let abstract_name = format!("nvr-sandbox-test-{}", std::process::id());
+    let listeners = Listeners {
+        camera: TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        other: TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap(),
+        _abstract: UnixListener::bind_addr(
+            &UnixAddr::from_abstract_name(abstract_name.as_bytes()).unwrap(),
+        )
+        .unwrap(),
+        abstract_name,
+    };
     let dir = tempfile::tempdir().unwrap();
-    let mut failures = 0;
-    for &(name, net, expect) in ATTEMPTS {
-        let file = dir.path().join(format!("{name}-{net:?}"));
-        File::create(&file).unwrap();
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        // A backtrace needs the binary and /proc/self/maps, which the sandbox forbids: with
-        // RUST_BACKTRACE set, an abort would become a SIGSYS while printing it.
-        cmd.env_remove("RUST_BACKTRACE")
-            .env(ATTEMPT_ENV, name)
-            .env(FILE_ENV, &file)
-            .env(
-                OTHER_PORT_ENV,
-                other.local_addr().unwrap().port().to_string(),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if net == Net::Camera {
-            cmd.env(PORT_ENV, camera.local_addr().unwrap().port().to_string());
-        }
-        let (status, stderr) = run(cmd);
-        let got = outcome(status);
-        let written = std::fs::read(&file).unwrap();
-        let wrote_ok = expect != Works || name != "write_preopened_file" || written == b"frame";
-        if got == Some(expect) && wrote_ok {
-            eprintln!("ok: {name} ({net:?}): {expect:?}");
-        } else {
-            failures += 1;
-            eprintln!(
-                "FAILED: {name} ({net:?}): expected {expect:?}, got {status} (file holds \
-                 {written:?}); stderr:\n{stderr}"
-            );
-        }
+    let whole = ATTEMPTS
+        .iter()
+        .map(|&(name, net, expect)| (name, net, false, expect));
+    let landlock = LANDLOCK_ATTEMPTS
+        .iter()
+        .map(|&(name, expect)| (name, Net::Camera, true, expect));
+    whole
+        .chain(landlock)
+        .filter(|&(name, net, landlock_only, expect)| {
+            !attempt_ok(&listeners, dir.path(), name, net, landlock_only, expect)
+        })
+        .count()
+}
+
+/// Runs one attempt in a child and reports how it ended; true if as expected.
+fn attempt_ok(
+    listeners: &Listeners,
+    dir: &std::path::Path,
+    name: &str,
+    net: Net,
+    landlock_only: bool,
+    expect: Expect,
+) -> bool {
+    let layers = if landlock_only {
+        "Landlock only"
+    } else {
+        "whole sandbox"
+    };
+    let file = dir.join(format!("{name}-{net:?}-{landlock_only}"));
+    File::create(&file).unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // A backtrace needs the binary and /proc/self/maps, which the sandbox forbids: with
+    // RUST_BACKTRACE set, an abort would become a SIGSYS while printing it.
+    cmd.env_remove("RUST_BACKTRACE")
+        .env(ATTEMPT_ENV, name)
+        .env(FILE_ENV, &file)
+        .env(ABSTRACT_ENV, &listeners.abstract_name)
+        .env(
+            OTHER_PORT_ENV,
+            listeners.other.local_addr().unwrap().port().to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if net == Net::Camera {
+        let port = listeners.camera.local_addr().unwrap().port();
+        cmd.env(PORT_ENV, port.to_string());
     }
-    failures
+    if landlock_only {
+        cmd.env(LANDLOCK_ONLY_ENV, "1");
+    }
+    let (status, stderr) = run(cmd);
+    let got = outcome(status);
+    let written = std::fs::read(&file).unwrap();
+    let wrote_ok = expect != Works || name != "write_preopened_file" || written == b"frame";
+    if got == Some(expect) && wrote_ok {
+        eprintln!("ok: {name} ({net:?}, {layers}): {expect:?}");
+        true
+    } else {
+        eprintln!(
+            "FAILED: {name} ({net:?}, {layers}): expected {expect:?}, got {status} (file holds \
+             {written:?}); stderr:\n{stderr}"
+        );
+        false
+    }
 }
 
 /// Runs `cmd` to its end (killing it after [`ATTEMPT_TIMEOUT`]); its status and stderr.
@@ -200,8 +273,13 @@ fn child(attempt: &str) -> ! {
         .append(true)
         .open(std::env::var(FILE_ENV).unwrap())
         .unwrap();
-    let report = sandbox::enter(&Policy::new(port)).unwrap();
-    eprintln!("{report}");
+    if std::env::var_os(LANDLOCK_ONLY_ENV).is_some() {
+        let status = sandbox::restrict_landlock(port).unwrap();
+        eprintln!("Landlock only: {status:?}");
+    } else {
+        let report = sandbox::enter(&Policy::new(port)).unwrap();
+        eprintln!("{report}");
+    }
     let code = match try_attempt(attempt, &file, port, other_port) {
         Ok(()) => 0,
         Err(e) => {
@@ -261,6 +339,16 @@ fn try_attempt(
     unsafe {
         match attempt {
             "open_a_file" => File::open("/etc/hostname").map(drop),
+            "create_a_file" => {
+                let path =
+                    std::path::Path::new(&std::env::var(FILE_ENV).unwrap()).with_extension("new");
+                File::create(path).map(drop)
+            }
+            "abstract_unix_connect" => {
+                let name = std::env::var(ABSTRACT_ENV).unwrap();
+                let addr = UnixAddr::from_abstract_name(name.as_bytes())?;
+                UnixStream::connect_addr(&addr).map(drop)
+            }
             "execve" => {
                 let path = CString::new("/bin/true").unwrap();
                 let argv = [path.as_ptr(), std::ptr::null()];
