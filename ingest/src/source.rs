@@ -8,8 +8,9 @@
 //! with when it is added. A `file:` source is an H.264 Annex B file (parsed with
 //! [`crate::h264`]), looped forever and read into memory once (at most [`MAX_FILE_BYTES`]: it is
 //! meant for test clips, not hours of video; the read stops there, whatever the file claims,
-//! so that a device such as `/dev/zero` is refused rather than read forever); a frame lasts what the VUI timing of its SPS says
-//! ([`crate::h264::Sps::frame_duration_90k`]), `fps` only for an SPS without timing.
+//! so that a device such as `/dev/zero` is refused rather than read forever); a frame lasts
+//! what the VUI timing of its SPS says ([`crate::h264::Sps::frame_duration_90k`]), `fps` only
+//! for an SPS without timing.
 //! `synthetic:` generates frames for load tests ([`SyntheticParams`]).
 //!
 //! # Opening in two steps
