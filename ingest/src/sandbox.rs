@@ -167,12 +167,23 @@ impl fmt::Display for Report {
             Some(p) => format!("TCP connect only to port {p}"),
             None => "no TCP connect".to_owned(),
         };
+        let how = match self.landlock {
+            RulesetStatus::NotEnforced => None,
+            RulesetStatus::FullyEnforced => Some("fully enforced"),
+            RulesetStatus::PartiallyEnforced => Some("partially enforced, see below"),
+        };
+        match how {
+            Some(how) => write!(
+                f,
+                "Landlock ABI {} ({how}): no file-system access, {tcp}, no TCP bind, abstract \
+                 Unix sockets and signals scoped; ",
+                self.landlock_abi
+            )?,
+            None => write!(f, "Landlock not enforced by this kernel; ")?,
+        }
         write!(
             f,
-            "Landlock ABI {} {:?}: no file-system access, {tcp}, no TCP bind, abstract Unix \
-             sockets and signals scoped; seccomp: {} syscalls allowed, anything else kills",
-            self.landlock_abi,
-            self.landlock,
+            "seccomp: {} syscalls allowed, anything else kills",
             self.allowed_syscalls.len()
         )
     }

@@ -53,7 +53,11 @@ fn the_report_names_what_an_older_kernel_misses() {
         limits: Limits::default(),
         camera_port: Some(554),
         landlock_abi: abi,
-        landlock: RulesetStatus::PartiallyEnforced,
+        landlock: if abi == ABI::Unsupported {
+            RulesetStatus::NotEnforced
+        } else {
+            RulesetStatus::PartiallyEnforced
+        },
         allowed_syscalls: vec!["read"],
     };
     assert!(report(ABI::V7).landlock_missing().is_empty());
@@ -63,6 +67,15 @@ fn the_report_names_what_an_older_kernel_misses() {
     );
     assert_eq!(report(ABI::V3).landlock_missing().len(), 3);
     assert_eq!(report(ABI::Unsupported).landlock_missing().len(), 1);
+    // The log line claims no Landlock restriction the kernel does not enforce.
+    let text = report(ABI::Unsupported).to_string();
+    assert!(text.contains("Landlock not enforced"), "{text}");
+    assert!(!text.contains("no file-system access"), "{text}");
+    let text = report(ABI::V5).to_string();
+    assert!(
+        text.contains("Landlock ABI 5 (partially enforced"),
+        "{text}"
+    );
 }
 
 #[test]
