@@ -76,14 +76,32 @@ pub struct Client {
     lost: Option<String>,
 }
 
-impl Client {
-    /// Performs the handshake on `conn` (the ingest's `Hello`, the syncer's `HelloReply`,
-    /// whose version must be ours) and starts the reader thread, in the current tracing span.
-    pub fn connect(mut conn: Conn) -> Result<Client, LinkError> {
+/// A connection after the handshake, before its reader thread: `nvr-ingest` enters its
+/// sandbox in between, so that the thread is born inside it.
+pub struct Handshaken {
+    conn: Conn,
+    hello: HelloReply,
+}
+
+impl Handshaken {
+    /// Performs the handshake on `conn`: the ingest's `Hello`, the syncer's `HelloReply`,
+    /// whose version must be ours.
+    pub fn new(mut conn: Conn) -> Result<Handshaken, LinkError> {
         conn.send(&Hello::new(ROLE_INGEST))
             .map_err(LinkError::Handshake)?;
         let hello: HelloReply = conn.recv().map_err(LinkError::Handshake)?;
         check_version(hello.protocol_version).map_err(LinkError::Handshake)?;
+        Ok(Handshaken { conn, hello })
+    }
+
+    /// The syncer's answer to the handshake.
+    pub fn hello(&self) -> &HelloReply {
+        &self.hello
+    }
+
+    /// Starts the reader thread, in the current tracing span.
+    pub fn start(self) -> Result<Client, LinkError> {
+        let Handshaken { conn, hello } = self;
         let receiver = conn
             .try_clone()
             .map_err(|e| LinkError::Handshake(WireError::Io(e)))?;
@@ -111,6 +129,13 @@ impl Client {
             committed: 0,
             lost: None,
         })
+    }
+}
+
+impl Client {
+    /// Performs the handshake on `conn` and starts the reader thread ([`Handshaken`]).
+    pub fn connect(conn: Conn) -> Result<Client, LinkError> {
+        Handshaken::new(conn)?.start()
     }
 
     /// The syncer's answer to the handshake: the stream this connection records.

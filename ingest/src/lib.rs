@@ -17,11 +17,14 @@
 //!   progress reports, closes, write retries. It talks to the syncer through the
 //!   [`writer::SyncerLink`] trait.
 //! - [`client`]: the [`writer::SyncerLink`] over the brokered socket.
+//! - [`sandbox`]: no new privileges, resource limits, Landlock and a seccomp allowlist,
+//!   entered once everything is open and before any untrusted input is read.
 //!
 //! The `nvr-ingest` binary wires them together, with signals and exit statuses.
 
 pub mod client;
 pub mod h264;
 pub mod rtsp;
+pub mod sandbox;
 pub mod source;
 pub mod writer;

@@ -18,6 +18,15 @@
 //! user info (percent-decoded), or else from [`Credentials`] given separately: `nvr-ingest`
 //! reads them from its environment so that a password never shows on a command line.
 //!
+//! # Addresses
+//!
+//! [`Camera::new`] resolves the URL's host once, before the ingest enters its sandbox (which
+//! leaves no file system for the resolver's configuration, and no socket but TCP to the
+//! camera's port): every connect goes to one of those addresses, by IP, the next one after a
+//! failed connect. The request URL names the address too; RTSP has no `Host` header, and
+//! digest authentication covers whatever URL is sent. A camera whose name moves to another
+//! address is reached again once its ingest restarts.
+//!
 //! # Sessions
 //!
 //! [`Camera::next_event`] connects when it has no session (DESCRIBE, SETUP of the first H.264
@@ -41,6 +50,7 @@
 //! session.
 
 use std::fmt;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,6 +81,9 @@ pub const RECONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from
 /// A session that lasted this long resets the reconnect wait to its initial value.
 pub const STABLE_SESSION: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The port of an `rtsp://` URL without one (retina's default too).
+pub const DEFAULT_PORT: u16 = 554;
+
 /// How long dropping a [`Camera`] waits for the TEARDOWN of its session.
 const TEARDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -80,6 +93,23 @@ const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 /// A user name and password for a camera (never shown by `Debug`).
 pub use protocol::source_url::UrlCredentials as Credentials;
 pub use protocol::source_url::{DEFAULT_STALL_SEC, MAX_STALL_SEC, RtspUrl, Transport};
+
+/// Why a [`Camera`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    #[error("cannot build the I/O runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+
+    #[error("cannot resolve the camera's host {host:?}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the camera's host {host:?} resolves to no address")]
+    NoAddress { host: String },
+}
 
 /// What [`Camera::next_event`] yields.
 #[derive(Debug)]
@@ -110,6 +140,10 @@ struct Playing {
 /// An RTSP camera: connects, yields frames, and reconnects with backoff (see the module docs).
 pub struct Camera {
     url: RtspUrl,
+    /// The host's addresses, resolved once (see the module docs, "Addresses"); never empty.
+    addresses: Vec<IpAddr>,
+    /// Index in `addresses` of the one the next connect goes to.
+    next_address: usize,
     credentials: Option<Credentials>,
     clock: Arc<dyn Clock>,
     stop: Arc<AtomicBool>,
@@ -134,22 +168,26 @@ impl fmt::Debug for Camera {
 }
 
 impl Camera {
-    /// A camera at `url`, authenticating with the URL's credentials or else `credentials`.
-    /// Nothing is sent until [`Camera::next_event`]; this fails only if the I/O runtime cannot
-    /// be built.
+    /// A camera at `url`, authenticating with the URL's credentials or else `credentials`:
+    /// builds the I/O runtime and resolves the host (see the module docs, "Addresses").
+    /// Nothing is sent until [`Camera::next_event`].
     pub fn new(
         url: RtspUrl,
         credentials: Option<Credentials>,
         clock: Arc<dyn Clock>,
         stop: Arc<AtomicBool>,
-    ) -> Result<Camera, std::io::Error> {
+    ) -> Result<Camera, CameraError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
-            .build()?;
+            .build()
+            .map_err(CameraError::Runtime)?;
+        let addresses = resolve(&url)?;
         Ok(Camera {
             credentials: url.credentials.clone().or(credentials),
             url,
+            addresses,
+            next_address: 0,
             clock,
             stop,
             runtime,
@@ -158,6 +196,16 @@ impl Camera {
             failures: 0,
             connect_timeout: CONNECT_TIMEOUT,
         })
+    }
+
+    /// The camera's TCP port, the only one the ingest's sandbox lets it connect to.
+    pub fn port(&self) -> u16 {
+        port(&self.url)
+    }
+
+    /// The addresses the camera's host resolved to.
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addresses
     }
 
     /// The next frame, or the end of a session; `None` once the stop flag is set (checked at
@@ -210,9 +258,14 @@ impl Camera {
         drop(s);
     }
 
-    /// DESCRIBE, SETUP, PLAY. On failure, logs and sets the backoff.
+    /// DESCRIBE, SETUP, PLAY, to the next of the host's addresses. On failure, logs, sets the
+    /// backoff and moves on to the following address.
     fn connect(&mut self) {
-        let url = self.url.clone();
+        let address = self.addresses[self.next_address];
+        let mut url = self.url.clone();
+        url.url
+            .set_ip_host(address)
+            .expect("an rtsp:// URL has a host, which an IP address can replace");
         let creds = self
             .credentials
             .clone()
@@ -284,6 +337,7 @@ impl Camera {
             Ok((demuxed, stream_i, clock_rate)) => {
                 info!(
                     url = %self.url.url,
+                    %address,
                     transport = ?self.url.transport,
                     clock_rate,
                     "camera session playing"
@@ -302,9 +356,11 @@ impl Camera {
             }
             Err(reason) => {
                 self.failures = self.failures.saturating_add(1);
+                self.next_address = (self.next_address + 1) % self.addresses.len();
                 let wait = next_backoff(self.backoff);
                 warn!(
                     url = %self.url.url,
+                    %address,
                     failures = self.failures,
                     retry_in_sec = wait.as_secs_f64(),
                     "cannot connect to the camera: {reason}"
@@ -434,6 +490,40 @@ impl Drop for Camera {
                 .block_on(async { tokio::time::sleep(TEARDOWN_GRACE).await });
         }
     }
+}
+
+/// The port of `url`: its own, or [`DEFAULT_PORT`].
+fn port(url: &RtspUrl) -> u16 {
+    url.url.port().unwrap_or(DEFAULT_PORT)
+}
+
+/// The addresses of `url`'s host: itself if it is an IP address, else what the system's
+/// resolver says.
+fn resolve(url: &RtspUrl) -> Result<Vec<IpAddr>, CameraError> {
+    let host = match url.url.host() {
+        Some(url::Host::Ipv4(ip)) => return Ok(vec![IpAddr::V4(ip)]),
+        Some(url::Host::Ipv6(ip)) => return Ok(vec![IpAddr::V6(ip)]),
+        Some(url::Host::Domain(host)) => host,
+        None => "",
+    };
+    let resolved = (host, port(url))
+        .to_socket_addrs()
+        .map_err(|source| CameraError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?;
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for a in resolved {
+        if !addresses.contains(&a.ip()) {
+            addresses.push(a.ip());
+        }
+    }
+    if addresses.is_empty() {
+        return Err(CameraError::NoAddress {
+            host: host.to_owned(),
+        });
+    }
+    Ok(addresses)
 }
 
 /// Runs one step of a connect, bounded by `limit`; the error names the step.

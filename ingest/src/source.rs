@@ -7,9 +7,18 @@
 //! [`protocol::source_spec`] parses them: the same parse the syncer checks a camera's source
 //! with when it is added. A `file:` source is an H.264 Annex B file (parsed with
 //! [`crate::h264`]), looped forever and read into memory once (at most [`MAX_FILE_BYTES`]: it is
-//! meant for test clips, not hours of video); a frame lasts what the VUI timing of its SPS says
-//! ([`crate::h264::Sps::frame_duration_90k`]), `fps` only for an SPS without timing.
+//! meant for test clips, not hours of video; the read stops there, whatever the file claims,
+//! so that a device such as `/dev/zero` is refused rather than read forever); a frame lasts
+//! what the VUI timing of its SPS says ([`crate::h264::Sps::frame_duration_90k`]), `fps` only
+//! for an SPS without timing.
 //! `synthetic:` generates frames for load tests ([`SyntheticParams`]).
+//!
+//! # Opening in two steps
+//!
+//! [`Source::prepare`] opens what the source needs (a `file:` source's file) and reads
+//! nothing; [`Source::start`] reads and parses. `nvr-ingest` enters its sandbox in between
+//! ([`crate::sandbox`]), so that the file's bytes are parsed with no file system left to
+//! reach. [`Source::open`] does both at once.
 //!
 //! # Time
 //!
@@ -38,8 +47,17 @@ pub use protocol::source_spec::{
     SyntheticParams,
 };
 
-/// Largest file a `file:` source reads, in bytes: it holds the whole file in memory.
-pub const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Largest file a `file:` source reads, in bytes: it holds the whole file in memory, twice
+/// while parsing it (the bytes and the frames cut from them), within the ingest's data limit
+/// ([`crate::sandbox::FRAME_DATA_BYTES`]).
+pub const MAX_FILE_BYTES: u64 = 48 << 20;
+
+const _: () = assert!(
+    2 * MAX_FILE_BYTES + 2 * h264::MAX_FRAME_BYTES as u64 <= crate::sandbox::FRAME_DATA_BYTES
+);
+
+/// Bytes a `file:` source reads at a time.
+const READ_CHUNK_BYTES: usize = 1 << 20;
 
 /// Longest a source waits for a frame's time without checking its stop flag.
 pub const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -77,8 +95,9 @@ pub enum SourceError {
         source: std::io::Error,
     },
 
-    /// The file of a `file:` source exceeds [`MAX_FILE_BYTES`].
-    #[error("source file {path} is {bytes} bytes, over the limit of {MAX_FILE_BYTES}")]
+    /// The file of a `file:` source holds more than [`MAX_FILE_BYTES`] (`bytes`: its size
+    /// if it has one, or what was read before the limit stopped the read).
+    #[error("source file {path} holds {bytes} bytes or more, over the limit of {MAX_FILE_BYTES}")]
     FileTooLarge { path: PathBuf, bytes: u64 },
 
     /// The file of a `file:` source (or, for `synthetic:`, the shipped clip) is not H.264
@@ -235,19 +254,78 @@ fn shipped_clip_entry() -> Result<Arc<SampleEntry>, H264Error> {
         .clone()
 }
 
+/// A source opened but not read yet: see the module docs, "Opening in two steps".
+#[derive(Debug)]
+pub struct Prepared {
+    input: PreparedInput,
+    speed: Speed,
+}
+
+#[derive(Debug)]
+enum PreparedInput {
+    File {
+        path: PathBuf,
+        file: std::fs::File,
+        /// The file's size (0 for a device or pipe, which have none).
+        size: u64,
+        fps: f64,
+    },
+    Synthetic(SyntheticParams),
+}
+
 impl Source {
-    /// Opens the source `url` names. It is paced by `clock` and stops (`next_frame` returns
-    /// `None`) once `stop` is set.
+    /// Opens the source `url` names ([`Source::prepare`] then [`Source::start`]).
     pub fn open(
         url: &str,
         clock: Arc<dyn Clock>,
         stop: Arc<AtomicBool>,
     ) -> Result<Source, SourceError> {
+        Source::start(Source::prepare(url)?, clock, stop)
+    }
+
+    /// Parses `url` and opens a `file:` source's file, reading none of it.
+    pub fn prepare(url: &str) -> Result<Prepared, SourceError> {
         let SourceUrl { spec, speed } = SourceUrl::parse(url)?;
-        let frames = match spec {
-            SourceSpec::File { path, fps } => open_clip(path, fps)?,
-            SourceSpec::Synthetic(p) => Frames::Synthetic(Synthetic::new(p)?),
+        let input = match spec {
+            SourceSpec::File { path, fps } => {
+                let read_err = |source| SourceError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                let file = std::fs::File::open(&path).map_err(read_err)?;
+                let size = file.metadata().map_err(read_err)?.len();
+                if size > MAX_FILE_BYTES {
+                    return Err(SourceError::FileTooLarge { path, bytes: size });
+                }
+                PreparedInput::File {
+                    path,
+                    file,
+                    size,
+                    fps,
+                }
+            }
+            SourceSpec::Synthetic(p) => PreparedInput::Synthetic(p),
         };
+        Ok(Prepared { input, speed })
+    }
+
+    /// Reads and parses the prepared source. It is paced by `clock` and stops
+    /// (`next_frame` returns `None`) once `stop` is set.
+    pub fn start(
+        prepared: Prepared,
+        clock: Arc<dyn Clock>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Source, SourceError> {
+        let frames = match prepared.input {
+            PreparedInput::File {
+                path,
+                file,
+                size,
+                fps,
+            } => read_clip(path, file, size, fps)?,
+            PreparedInput::Synthetic(p) => Frames::Synthetic(Synthetic::new(p)?),
+        };
+        let speed = prepared.speed;
         Ok(Source {
             frames,
             speed,
@@ -308,22 +386,52 @@ impl Source {
     }
 }
 
-/// Reads and parses a `file:` source's clip.
-fn open_clip(path: PathBuf, fps: f64) -> Result<Frames, SourceError> {
-    let read_err = |source| SourceError::Read {
-        path: path.clone(),
-        source,
-    };
-    let bytes = std::fs::metadata(&path).map_err(read_err)?.len();
-    if bytes > MAX_FILE_BYTES {
-        return Err(SourceError::FileTooLarge { path, bytes });
+/// Reads all of `file` (`size` bytes, or any number for a file without a size), in chunks of
+/// [`READ_CHUNK_BYTES`], refusing more than [`MAX_FILE_BYTES`].
+fn read_bounded(
+    path: &std::path::Path,
+    file: std::fs::File,
+    size: u64,
+) -> Result<Vec<u8>, SourceError> {
+    let mut data = Vec::with_capacity(size.min(MAX_FILE_BYTES) as usize);
+    let mut file = std::io::Read::take(file, MAX_FILE_BYTES + 1);
+    let mut chunk = vec![0; READ_CHUNK_BYTES];
+    loop {
+        let n = match std::io::Read::read(&mut file, &mut chunk) {
+            Ok(0) => return Ok(data),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(SourceError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        if (data.len() + n) as u64 > MAX_FILE_BYTES {
+            return Err(SourceError::FileTooLarge {
+                path: path.to_owned(),
+                bytes: (data.len() + n) as u64,
+            });
+        }
+        data.extend_from_slice(&chunk[..n]);
     }
-    let data = std::fs::read(&path).map_err(read_err)?;
+}
+
+/// Reads and parses a `file:` source's clip.
+fn read_clip(
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    fps: f64,
+) -> Result<Frames, SourceError> {
+    let data = read_bounded(&path, file, size)?;
     let parse_err = |source| SourceError::Parse {
         what: path.display().to_string(),
         source,
     };
     let clip = h264::parse_clip(&data).map_err(parse_err)?;
+    drop(data);
     let mut entries = Vec::with_capacity(clip.sample_entries.len());
     for entry in clip.sample_entries {
         let fastest = duration_of_fps(MAX_FPS);

@@ -258,10 +258,12 @@ impl Camera {
     }
 }
 
-/// What an ingest's exit status means (its `--help` documents them).
+/// What an ingest's exit status means (its `--help` documents them). SIGSYS is the seccomp
+/// filter of the ingest's sandbox killing it for a syscall outside its allowlist.
 fn describe_ingest_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
+        (None, Some(nix::libc::SIGSYS)) => "killed by the sandbox (SIGSYS)".into(),
         (Some(2), _) => "exit 2: usage or configuration error".into(),
         (Some(3), _) => "exit 3: lost its syncer connection".into(),
         (Some(4), _) => "exit 4: source error".into(),
@@ -827,6 +829,21 @@ fn child_setup(cmd: &mut Command, fd3: Option<i32>, user: Option<IngestUser>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ingest_killed_by_seccomp_is_reported_as_killed_by_the_sandbox() {
+        use std::os::unix::process::ExitStatusExt;
+        let by_signal = |s| describe_ingest_exit(ExitStatus::from_raw(s));
+        assert_eq!(
+            by_signal(nix::libc::SIGSYS),
+            "killed by the sandbox (SIGSYS)"
+        );
+        assert_eq!(by_signal(nix::libc::SIGKILL), "killed by signal 9");
+        assert_eq!(
+            describe_ingest_exit(ExitStatus::from_raw(4 << 8)),
+            "exit 4: source error"
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap() {

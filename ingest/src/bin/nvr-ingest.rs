@@ -11,9 +11,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ingest::client::Client;
+use ingest::client::{Client, Handshaken};
 use ingest::rtsp::{self, Camera, Credentials, Event, RtspUrl};
-use ingest::source::{Source, SourceError};
+use ingest::sandbox::{self, Policy};
+use ingest::source::{Prepared, Source, SourceError};
 use ingest::writer::{
     DEFAULT_ACCEPT_TIMEOUT, LinkError, MAX_ROTATE_SEC, Writer, WriterConfig, WriterError,
     end_reason,
@@ -32,7 +33,8 @@ const SHUTDOWN_ACCEPT_WAIT: Duration = Duration::from_secs(10);
 /// Exit statuses (also in `--help`).
 mod status {
     /// Usage or configuration error: bad arguments or source URL, fd 3 not a Unix stream
-    /// socket, protocol version mismatch. Restarting the same way will fail the same way.
+    /// socket, protocol version mismatch, the sandbox cannot be entered. Restarting the same
+    /// way will fail the same way.
     pub const USAGE: u8 = 2;
     /// The syncer connection was lost: end of file, socket or framing error, a fatal error
     /// from the syncer, a refused request, a close not accepted in time.
@@ -57,12 +59,18 @@ Exit statuses:
      \"shutdown\") and its acceptance awaited up to 10 s; or a write was abandoned by the
      shutdown, which the syncer salvages
   2  usage or configuration error: bad arguments or source URL, fd 3 not a connected Unix
-     stream socket, protocol version mismatch with the syncer
+     stream socket, protocol version mismatch with the syncer, the sandbox cannot be entered
   3  syncer connection lost (end of file, socket or framing error, fatal error from the
      syncer, refused request, close not accepted in time): restart with a fresh connection
   4  source error: the source file is missing or not H.264, or the source produced frames
      that cannot be recorded (the recording is closed with end reason \"source-error\")
   5  writing a sample file failed permanently; the syncer salvages the recording
+
+The sandbox:
+  Once the source is open (a file: source's file, an rtsp:// camera's host resolved) and
+  before anything from it is read, nvr-ingest enters its sandbox: no new privileges, resource
+  limits, Landlock (no file system, TCP only to the camera's port) and a seccomp allowlist; a
+  syscall outside it kills the process with SIGSYS. See SECURITY.md.
 
 Camera credentials:
   From the rtsp:// URL's user info, or else from the environment variables NVR_RTSP_USERNAME
@@ -135,11 +143,6 @@ fn main() -> ExitCode {
         .init();
     let span = info_span!("nvr-ingest", camera = %args.camera);
     let _entered = span.enter();
-    // Not dumpable: no core dumps and no ptrace by other processes of the same uid (the flag
-    // is reset by exec, so the supervisor cannot set it for us).
-    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-        warn!(error = %e, "cannot clear the dumpable flag");
-    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -158,7 +161,12 @@ fn run(args: &Args) -> Result<(), Failure> {
             Failure::new(status::USAGE, format!("cannot handle signal {signal}: {e}"))
         })?;
     }
-    let client = Client::connect(conn).map_err(Failure::link)?;
+    let handshaken = Handshaken::new(conn).map_err(Failure::link)?;
+    let clock: Arc<dyn Clock> = Arc::new(RealClock);
+    let opened = Opened::open(&args.source, clock.clone(), stop.clone())?;
+    enter_sandbox(&opened)?;
+    // The client's reader thread is born in the sandbox.
+    let client = handshaken.start().map_err(Failure::link)?;
     let hello = client.hello().clone();
     info!(
         stream_id = hello.stream_id,
@@ -178,8 +186,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             clamped
         }
     };
-    let clock: Arc<dyn Clock> = Arc::new(RealClock);
-    let mut input = Input::open(&args.source, clock.clone(), stop.clone())?;
+    let mut input = opened.start(clock.clone(), stop.clone())?;
     info!(source = %protocol::source_url::redact(&args.source), rotate_sec, "recording");
     let config = WriterConfig {
         stream_id: hello.stream_id,
@@ -223,19 +230,39 @@ fn run(args: &Args) -> Result<(), Failure> {
     finish(&mut writer, end_reason::SHUTDOWN)
 }
 
-/// Where frames come from: a clip or generator ([`Source`]), or an RTSP camera.
-enum Input {
-    Source(Source),
-    /// Boxed: a camera holds a runtime and is much larger than a source.
+/// Enters the sandbox: see `ingest::sandbox` (and SECURITY.md).
+fn enter_sandbox(opened: &Opened) -> Result<(), Failure> {
+    let camera_port = match opened {
+        Opened::Source(_) => None,
+        Opened::Camera(c) => Some(c.port()),
+    };
+    let report = sandbox::enter(&Policy::new(camera_port))
+        .map_err(|e| Failure::new(status::USAGE, format!("cannot enter the sandbox: {e}")))?;
+    info!("sandbox entered: {report}");
+    let missing = report.landlock_missing();
+    if !missing.is_empty() {
+        warn!(
+            "this kernel's Landlock (ABI {}) does not enforce: {}; the other layers do",
+            report.landlock_abi,
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A source opened before the sandbox: nothing of it read yet.
+enum Opened {
+    Source(Prepared),
+    /// A camera with its runtime built and its host resolved; boxed, as in [`Input`].
     Camera(Box<Camera>),
 }
 
-impl Input {
-    fn open(url: &str, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<Input, Failure> {
+impl Opened {
+    fn open(url: &str, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<Opened, Failure> {
         if !url.starts_with("rtsp:") {
-            let source = Source::open(url, clock, stop).map_err(Failure::source)?;
-            info!(speed = ?source.speed(), "source opened");
-            return Ok(Input::Source(source));
+            return Source::prepare(url)
+                .map(Opened::Source)
+                .map_err(Failure::source);
         }
         let url = RtspUrl::parse(url).map_err(|e| Failure::source(e.into()))?;
         let from_env = std::env::var(USERNAME_ENV)
@@ -259,9 +286,31 @@ impl Input {
         let camera = Camera::new(url, from_env, clock, stop).map_err(|e| {
             Failure::new(status::SOURCE, format!("cannot start the RTSP client: {e}"))
         })?;
-        Ok(Input::Camera(Box::new(camera)))
+        info!(addresses = ?camera.addresses(), "camera host resolved");
+        Ok(Opened::Camera(Box::new(camera)))
     }
 
+    /// Reads (parses) the source; call it in the sandbox.
+    fn start(self, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<Input, Failure> {
+        match self {
+            Opened::Source(prepared) => {
+                let source = Source::start(prepared, clock, stop).map_err(Failure::source)?;
+                info!(speed = ?source.speed(), "source opened");
+                Ok(Input::Source(source))
+            }
+            Opened::Camera(camera) => Ok(Input::Camera(camera)),
+        }
+    }
+}
+
+/// Where frames come from: a clip or generator ([`Source`]), or an RTSP camera.
+enum Input {
+    Source(Source),
+    /// Boxed: a camera holds a runtime and is much larger than a source.
+    Camera(Box<Camera>),
+}
+
+impl Input {
     /// The next frame or end of a camera session; `None` once stopped.
     fn next_event(&mut self) -> Option<Event> {
         match self {

@@ -22,6 +22,25 @@ fn long_reasons_are_cut_on_a_character_boundary() {
     );
 }
 
+#[test]
+fn a_host_is_resolved_once_and_an_address_is_its_own() {
+    let camera = |url: &str| {
+        let url = RtspUrl::parse(url).unwrap();
+        Camera::new(url, None, Arc::new(protocol::RealClock), Arc::default()).unwrap()
+    };
+    let by_ip = camera("rtsp://[::1]/x");
+    assert_eq!(by_ip.addresses(), ["::1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(by_ip.port(), DEFAULT_PORT);
+    // localhost comes from /etc/hosts: no query leaves the machine.
+    let by_name = camera("rtsp://localhost:8554/x");
+    assert!(
+        !by_name.addresses().is_empty() && by_name.addresses().iter().all(|a| a.is_loopback()),
+        "{:?}",
+        by_name.addresses()
+    );
+    assert_eq!(by_name.port(), 8554);
+}
+
 /// A camera at `rtsp://127.0.0.1:PORT/x` whose stop flag is set after `after`.
 fn camera_stopped_after(port: u16, after: std::time::Duration) -> Camera {
     let stop = Arc::new(AtomicBool::new(false));

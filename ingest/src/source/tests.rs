@@ -32,6 +32,29 @@ fn missing_file_is_a_read_error_naming_the_path() {
 }
 
 #[test]
+fn a_file_without_end_is_refused_at_the_size_limit() {
+    // /dev/zero has no size and never ends: the read stops just past the limit.
+    let prepared = Source::prepare("file:/dev/zero").unwrap();
+    let err = Source::start(prepared, Arc::new(SimClock::new(START)), Arc::default()).unwrap_err();
+    assert!(
+        matches!(err, SourceError::FileTooLarge { bytes, .. } if bytes > MAX_FILE_BYTES
+            && bytes <= MAX_FILE_BYTES + READ_CHUNK_BYTES as u64),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_over_the_limit_is_refused_before_it_is_read() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    file.as_file().set_len(MAX_FILE_BYTES + 1).unwrap();
+    let err = Source::prepare(&format!("file:{}", file.path().display())).unwrap_err();
+    assert!(
+        matches!(err, SourceError::FileTooLarge { bytes, .. } if bytes == MAX_FILE_BYTES + 1),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_file_that_is_not_h264_is_a_parse_error() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(b"this is not an H.264 stream").unwrap();
