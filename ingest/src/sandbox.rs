@@ -466,7 +466,19 @@ pub fn syscall_rules(network: bool, pid: i32) -> Result<Vec<Allowed>, SandboxErr
         allow("clock_getres", libc::SYS_clock_getres),
         allow("gettimeofday", libc::SYS_gettimeofday),
         // Memory: the heap, anonymous mappings, never executable.
-        allow_if("mmap", libc::SYS_mmap, no_exec()?),
+        // mmap also private only: shared anonymous memory is not counted by RLIMIT_DATA.
+        allow_if(
+            "mmap",
+            libc::SYS_mmap,
+            vec![all(vec![
+                arg(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)?,
+                arg(
+                    3,
+                    SeccompCmpOp::MaskedEq(MAP_TYPE_MASK),
+                    libc::MAP_PRIVATE as u64,
+                )?,
+            ])?],
+        ),
         allow_if("mprotect", libc::SYS_mprotect, no_exec()?),
         allow("munmap", libc::SYS_munmap),
         allow("mremap", libc::SYS_mremap),
@@ -549,19 +561,29 @@ fn network_rules() -> Result<Vec<Allowed>, SandboxError> {
     ])
 }
 
-/// `socket` rules: family `AF_INET` or `AF_INET6`, type `SOCK_STREAM` (TCP) or `SOCK_DGRAM`
-/// (UDP), whatever the `SOCK_CLOEXEC`/`SOCK_NONBLOCK` flags: never a raw socket, even for an
-/// ingest running as root.
+/// The sharing bits of `mmap`'s flags (`MAP_SHARED`, `MAP_PRIVATE`, `MAP_SHARED_VALIDATE`).
+const MAP_TYPE_MASK: u64 = 0x3;
+
+/// `socket` rules: family `AF_INET` or `AF_INET6`, type `SOCK_STREAM` with protocol 0 or TCP,
+/// or `SOCK_DGRAM` with 0 or UDP, whatever the `SOCK_CLOEXEC`/`SOCK_NONBLOCK` flags: never a
+/// raw socket (even for an ingest running as root), nor SCTP or MPTCP, which Landlock's TCP
+/// rules do not cover.
 fn inet_stream_or_datagram() -> Result<Vec<SeccompRule>, SandboxError> {
     /// The type bits of `socket`'s second argument (the kernel's `SOCK_TYPE_MASK`).
     const SOCK_TYPE_MASK: u64 = 0xf;
     let mut rules = Vec::new();
     for family in [libc::AF_INET, libc::AF_INET6] {
-        for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
-            rules.push(all(vec![
-                arg(0, SeccompCmpOp::Eq, family as u64)?,
-                arg(1, SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK), kind as u64)?,
-            ])?);
+        for (kind, protocol) in [
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP),
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP),
+        ] {
+            for protocol in [0, protocol] {
+                rules.push(all(vec![
+                    arg(0, SeccompCmpOp::Eq, family as u64)?,
+                    arg(1, SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK), kind as u64)?,
+                    arg(2, SeccompCmpOp::Eq, protocol as u64)?,
+                ])?);
+            }
         }
     }
     Ok(rules)

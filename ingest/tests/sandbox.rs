@@ -81,6 +81,8 @@ const ATTEMPTS: &[(&str, Net, Expect)] = &[
     ("kill_another_process", Net::Camera, Killed(libc::SIGSYS)),
     ("tgkill_another_process", Net::Camera, Killed(libc::SIGSYS)),
     ("mmap_exec", Net::Camera, Killed(libc::SIGSYS)),
+    ("mmap_shared", Net::Camera, Killed(libc::SIGSYS)),
+    ("socket_sctp", Net::Camera, Killed(libc::SIGSYS)),
     ("mprotect_exec", Net::Camera, Killed(libc::SIGSYS)),
     ("socket_unix", Net::Camera, Killed(libc::SIGSYS)),
     ("socket_raw", Net::Camera, Killed(libc::SIGSYS)),
@@ -397,6 +399,25 @@ fn try_attempt(
                 check(libc::syscall(libc::SYS_tgkill, parent, parent, 0))
             }
             "mmap_exec" => mmap(libc::PROT_READ | libc::PROT_EXEC),
+            "mmap_shared" => {
+                // Shared anonymous memory escapes RLIMIT_DATA.
+                let page = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if page == libc::MAP_FAILED {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            }
+            "socket_sctp" => {
+                check(libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP) as _)
+            }
             "mprotect_exec" => {
                 let page = libc::mmap(
                     std::ptr::null_mut(),

@@ -41,8 +41,8 @@ const _: () = assert!(WRITE_WINDOW_BYTES >= MAX_SAMPLE_BYTES as u64);
 /// Distinct video sample entries one connection may add.
 pub const MAX_SAMPLE_ENTRIES_PER_STREAM: usize = 16;
 
-/// Sample entries one stream may hold at once. Past it, entries no recording uses are
-/// removed first; if that is not enough, the new entry is refused.
+/// Sample entries one stream may hold before those no recording (committed or in flight) and
+/// not its live connection uses are removed, as a new one is added.
 pub const MAX_STORED_SAMPLE_ENTRIES_PER_STREAM: usize = 64;
 
 /// Largest sample entry box accepted, in bytes.

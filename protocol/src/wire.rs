@@ -336,31 +336,15 @@ fn read_some_with_credentials(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Option<i32>), WireError> {
-    debug_assert!(!buf.is_empty());
     let mut control = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-    loop {
-        let mut iov = [IoSliceMut::new(&mut *buf)];
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => msg,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(WireError::Io(e.into())),
-        };
-        let Ok(cmsgs) = msg.cmsgs() else {
-            return Err(WireError::UnexpectedDescriptor);
-        };
-        let pid = cmsgs
+    read_some_with_control(sock, buf, &mut control, |cmsgs| {
+        Ok(cmsgs
             .filter_map(|c| match c {
                 ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
                 _ => None,
             })
-            .next();
-        return Ok((msg.bytes, pid));
-    }
+            .next())
+    })
 }
 
 /// Like [`read_some`], but with room for descriptors: returns the one descriptor attached to
@@ -369,25 +353,9 @@ fn read_some_accepting_fd(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Option<OwnedFd>), WireError> {
-    debug_assert!(!buf.is_empty());
+    // With room for the kernel's maximum, truncation cannot come from descriptors.
     let mut control = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
-    loop {
-        let mut iov = [IoSliceMut::new(&mut *buf)];
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut control),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => msg,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(WireError::Io(e.into())),
-        };
-        // With room for the kernel's maximum, truncation cannot come from descriptors; if it
-        // happens anyway (some other control message), the data cannot be parsed safely.
-        let Ok(cmsgs) = msg.cmsgs() else {
-            return Err(WireError::UnexpectedDescriptor);
-        };
+    read_some_with_control(sock, buf, &mut control, |cmsgs| {
         let mut fds: Vec<OwnedFd> = Vec::new();
         for cmsg in cmsgs {
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
@@ -402,7 +370,37 @@ fn read_some_accepting_fd(
         if fds.len() > 1 {
             return Err(WireError::UnexpectedDescriptor);
         }
-        return Ok((msg.bytes, fds.pop()));
+        Ok(fds.pop())
+    })
+}
+
+/// One `recvmsg` into non-empty `buf` with `control` for ancillary data, retried on `EINTR`;
+/// `take` reads the control messages that came. Truncated control data is refused: the
+/// data cannot be parsed safely then.
+fn read_some_with_control<T>(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control: &mut Vec<u8>,
+    take: impl FnOnce(nix::sys::socket::CmsgIterator<'_>) -> Result<T, WireError>,
+) -> Result<(usize, T), WireError> {
+    debug_assert!(!buf.is_empty());
+    loop {
+        let mut iov = [IoSliceMut::new(&mut *buf)];
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut *control),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(WireError::Io(e.into())),
+        };
+        let Ok(cmsgs) = msg.cmsgs() else {
+            return Err(WireError::UnexpectedDescriptor);
+        };
+        let bytes = msg.bytes;
+        return Ok((bytes, take(cmsgs)?));
     }
 }
 

@@ -11,9 +11,13 @@
 //! bytes below it as they were, so a committed recording's bytes and hash are intact again.
 //!
 //! What a file may hold: while growing, what was acknowledged plus the write window; once the
-//! syncer is done with it, its committed (or salvaged) length; a discarded file, its length
-//! when it was discarded. A settled file the process no longer holds is forgotten: it cannot
-//! open it again (the sandbox allows it no file-system access, and the file is not its own).
+//! syncer is done with it, its committed (or salvaged) length; a discarded file, what it could
+//! hold while growing (never more). Only growth is policed: allocation past the end is the
+//! close's to release and check (`crate::durability`), since file systems preallocate for
+//! growing files on their own. A settled file the process no longer holds is forgotten: it
+//! cannot open it again (the sandbox allows it no file-system access, and the file is not its
+//! own). The descriptors are listed for every thread of the process (`/proc/PID/task/*/fd`):
+//! a process whose main thread has exited lists none under `/proc/PID/fd`.
 //!
 //! Reading another process's `/proc/PID/fd` needs root (an ingest is not dumpable): without
 //! it, nothing is watched and the caller says so.
@@ -24,8 +28,6 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use protocol::CompositeId;
-
-use crate::durability::allocation_allowed;
 
 /// A file, by device and inode: what `/proc/PID/fd` entries and our own descriptors agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,8 +48,8 @@ pub fn inode_key(fd: impl AsFd) -> io::Result<InodeKey> {
 #[derive(Debug)]
 struct Exposed {
     id: CompositeId,
-    /// What the file may hold; `None`: its length at the next look (a discarded file).
-    allowed_bytes: Option<u64>,
+    /// What the file may hold.
+    allowed_bytes: u64,
     /// The syncer is done with it (committed, salvaged or discarded).
     settled: bool,
 }
@@ -87,7 +89,7 @@ impl Exposure {
     pub fn expose(&mut self, key: InodeKey, id: CompositeId, allowed_bytes: u64) {
         let e = Exposed {
             id,
-            allowed_bytes: Some(allowed_bytes),
+            allowed_bytes,
             settled: false,
         };
         self.files.insert(key, e);
@@ -96,16 +98,18 @@ impl Exposure {
     /// `id`'s file may now hold `allowed_bytes` (a progress report was acknowledged).
     pub fn allow(&mut self, id: CompositeId, allowed_bytes: u64) {
         if let Some(e) = self.files.values_mut().find(|e| e.id == id) {
-            e.allowed_bytes = Some(allowed_bytes);
+            e.allowed_bytes = allowed_bytes;
         }
     }
 
-    /// The syncer is done with `id`: its file may hold `final_bytes` (`None`: what it holds at
-    /// the next look). Returns whether `id` was exposed here.
+    /// The syncer is done with `id`: its file may hold `final_bytes` (`None`, a discarded
+    /// file: no more than it might while growing). Returns whether `id` was exposed here.
     pub fn settle(&mut self, id: CompositeId, final_bytes: Option<u64>) -> bool {
         match self.files.values_mut().find(|e| e.id == id) {
             Some(e) => {
-                e.allowed_bytes = final_bytes;
+                if let Some(b) = final_bytes {
+                    e.allowed_bytes = b;
+                }
                 e.settled = true;
                 true
             }
@@ -128,13 +132,7 @@ impl Exposure {
     pub fn enforce(&mut self) -> io::Result<Vec<Breach>> {
         let mut breaches = Vec::new();
         let mut held = BTreeSet::new();
-        let fds = match std::fs::read_dir(format!("/proc/{}/fd", self.pid)) {
-            Ok(fds) => fds,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(breaches),
-            Err(e) => return Err(e),
-        };
-        for entry in fds.flatten() {
-            let path = entry.path();
+        for path in self.held_descriptors()? {
             // Follows the link to the open file itself, even when it has been unlinked.
             let Ok(st) = nix::sys::stat::stat(&path) else {
                 continue;
@@ -148,28 +146,65 @@ impl Exposure {
             };
             held.insert(key);
             let size_bytes = st.st_size as u64;
-            let allocated_bytes = (st.st_blocks as u64).saturating_mul(512);
-            let allowed_bytes = *e.allowed_bytes.get_or_insert(size_bytes);
-            if size_bytes > allowed_bytes || allocated_bytes > allocation_allowed(allowed_bytes) {
+            if size_bytes > e.allowed_bytes {
                 breaches.push(Breach {
                     id: e.id,
                     size_bytes,
-                    allocated_bytes,
-                    allowed_bytes,
-                    repair: cut_back(&path, allowed_bytes),
+                    allocated_bytes: (st.st_blocks as u64).saturating_mul(512),
+                    allowed_bytes: e.allowed_bytes,
+                    repair: cut_back(&path, key, e.allowed_bytes),
                 });
             }
         }
         self.files.retain(|k, e| !e.settled || held.contains(k));
         Ok(breaches)
     }
+
+    /// The `/proc/PID/task/TID/fd/N` links of every thread of the process (they share one
+    /// table, but a thread that has exited lists nothing): the first thread that lists any.
+    fn held_descriptors(&self) -> io::Result<Vec<std::path::PathBuf>> {
+        let tasks = match std::fs::read_dir(format!("/proc/{}/task", self.pid)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut denied = None;
+        for task in tasks.flatten() {
+            match std::fs::read_dir(task.path().join("fd")) {
+                Ok(fds) => {
+                    let paths: Vec<_> = fds.flatten().map(|f| f.path()).collect();
+                    if !paths.is_empty() {
+                        return Ok(paths);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = Some(e),
+                Err(_) => {} // a thread that just exited
+            }
+        }
+        denied.map_or(Ok(Vec::new()), Err)
+    }
 }
 
-/// Truncates the file open as `/proc/PID/fd/N` to `len_bytes` (which also frees what was
-/// allocated past it) and fsyncs it, through a descriptor of the syncer's own.
-fn cut_back(path: &Path, len_bytes: u64) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
-    f.set_len(len_bytes)?;
+/// Truncates the file open as `path` (a `/proc/.../fd/N` link) to `len_bytes` and fsyncs it,
+/// through a descriptor of the syncer's own, after checking that what it opened is still the
+/// regular file `key`: the ingest may have put another file at that descriptor number since it
+/// was looked at. Opened non-blocking, so that a FIFO put there cannot hang the syncer.
+fn cut_back(path: &Path, key: InodeKey, len_bytes: u64) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
+    let is_file = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+    if !is_file || (st.st_dev, st.st_ino) != (key.dev, key.ino) {
+        return Err(io::Error::other(
+            "the descriptor now names another file; left alone",
+        ));
+    }
+    if (st.st_size as u64) > len_bytes {
+        f.set_len(len_bytes)?;
+    }
     f.sync_all()
 }
 
@@ -228,10 +263,13 @@ mod tests {
         assert_eq!(over.metadata().unwrap().len(), 1000);
         assert_eq!(within.metadata().unwrap().len(), 100);
         assert_eq!(me.files.len(), 2, "the closed, settled file is forgotten");
-        // A discarded file may keep what it had at the first look, no more.
+        // A discarded file may hold no more than it could while growing.
         me.settle(id(2), None);
-        assert!(me.enforce().unwrap().is_empty());
+        within.write_all(&[2; 900]).unwrap();
+        assert!(me.enforce().unwrap().is_empty(), "1000 bytes, within");
         within.write_all(&[2; 10]).unwrap();
-        assert_eq!(me.enforce().unwrap()[0].allowed_bytes, 100);
+        let b = me.enforce().unwrap();
+        assert_eq!((b[0].id, b[0].allowed_bytes), (id(2), 1000));
+        assert_eq!(within.metadata().unwrap().len(), 1000);
     }
 }

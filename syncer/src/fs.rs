@@ -237,9 +237,18 @@ impl Dir for RealDir {
         Ok((st.files() > 0).then_some(st.files_available() as u64))
     }
 
+    /// A link count of 0, confirmed by the path no longer naming this directory (some
+    /// FUSE and network file systems report 0 links for directories).
     fn is_removed(&self) -> io::Result<bool> {
         let st = nix::sys::stat::fstat(self.fd.as_fd()).map_err(io::Error::from)?;
-        Ok(st.st_nlink == 0)
+        if st.st_nlink != 0 {
+            return Ok(false);
+        }
+        Ok(match nix::sys::stat::stat(&self.path) {
+            Ok(now) => (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino),
+            Err(nix::errno::Errno::ENOENT) => true,
+            Err(e) => return Err(e.into()),
+        })
     }
 
     fn list(&self) -> io::Result<Vec<String>> {

@@ -340,8 +340,12 @@ where
                 }
             }
             self.syncer.check_sample_dir()?;
-            if self.syncer.poll_due() || self.exposures_checked.elapsed() >= TICK {
-                // Before a flush and the free-space guard: space a breach took is back first.
+            if self.syncer.poll_due()
+                || self.exposures_checked.elapsed() >= TICK
+                || self.syncer.short_of_space()
+            {
+                // Before a flush and before the free-space guard deletes anything: space a
+                // breach took is back first, and never paid for with another's recordings.
                 self.enforce_exposures();
             }
             if self.syncer.poll_due() {

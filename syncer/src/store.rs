@@ -517,7 +517,9 @@ impl<D: Dir> Syncer<D> {
     /// Looks up `stream_id`'s sample entry with these box bytes, adding it if new. Entries
     /// belong to their stream, so an ingest can only register its own stream's. A stream at
     /// [`limits::MAX_STORED_SAMPLE_ENTRIES_PER_STREAM`] first loses the entries no committed
-    /// recording, no recording in flight and none in `keep` (its connection's) uses.
+    /// recording, no recording in flight and none in `keep` (its connection's) uses; entries
+    /// in use are never refused (a camera whose parameters change often must go on recording),
+    /// and they are bounded by the recordings that use them.
     pub fn add_sample_entry(
         &mut self,
         stream_id: i32,
@@ -547,12 +549,6 @@ impl<D: Dir> Syncer<D> {
                     }),
             );
             self.db.delete_unused_sample_entries(stream_id, &keep)?;
-            if self.db.count_sample_entries(stream_id)? >= max {
-                return Err(Error::Rejected {
-                    stream: stream_id,
-                    reason: format!("more than {max} sample entries in use"),
-                });
-            }
         }
         Ok(self
             .db
@@ -1248,6 +1244,14 @@ impl<D: Dir> Syncer<D> {
         }
         self.flush("disk nearly full")?;
         self.collect_garbage()
+    }
+
+    /// Whether the sample dir's file system is below `min_free_bytes` or `min_free_inodes`:
+    /// [`Syncer::ensure_free_space`] would delete recordings.
+    pub fn short_of_space(&self) -> bool {
+        let (min, min_inodes) = (self.options.min_free_bytes, self.options.min_free_inodes);
+        self.free_or_max(min, Dir::free_bytes, "free space") < min
+            || self.free_or_max(min_inodes, Dir::free_inodes, "free inodes") < min_inodes
     }
 
     /// What `read` says is free, or `u64::MAX` (nothing to do) when `minimum` is 0 (the guard

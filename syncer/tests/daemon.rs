@@ -27,6 +27,11 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits for its readiness line on an inherited pipe (fd 3).
     fn start(data_dir: &DataDir) -> Daemon {
+        Daemon::start_with(data_dir, &[])
+    }
+
+    /// [`Daemon::start`] with extra arguments.
+    fn start_with(data_dir: &DataDir, extra: &[&str]) -> Daemon {
         // Close-on-exec, so that other tests' children do not inherit it; dup2 clears the flag
         // on the copy at fd 3.
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
@@ -35,6 +40,7 @@ impl Daemon {
         cmd.arg("--data-dir")
             .arg(&data_dir.root)
             .args(["--ready-fd", "3", "--shutdown-grace-sec", "2"])
+            .args(extra)
             .stdin(Stdio::null());
         // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
         unsafe {
@@ -99,7 +105,13 @@ impl Drop for Daemon {
 /// An initialized data dir with streams "a" and "b" (commits at once: `flush_if_sec` 0).
 fn data_dir() -> (tempfile::TempDir, DataDir) {
     let tmp = tempfile::tempdir().unwrap();
-    let d = DataDir::new(tmp.path().join("data"));
+    let d = data_dir_in(tmp.path());
+    (tmp, d)
+}
+
+/// [`data_dir`] at `parent/data`.
+fn data_dir_in(parent: &std::path::Path) -> DataDir {
+    let d = DataDir::new(parent.join("data"));
     d.init().unwrap();
     let dir = std::sync::Arc::new(d.lock_sample_dir().unwrap());
     let db = Database::open(&d.db_path()).unwrap();
@@ -123,7 +135,7 @@ fn data_dir() -> (tempfile::TempDir, DataDir) {
         .unwrap();
     }
     s.shutdown().unwrap();
-    (tmp, d)
+    d
 }
 
 /// A test ingest speaking the protocol on a brokered connection.
@@ -751,6 +763,86 @@ fn a_kept_descriptor_cannot_grow_a_committed_recording() {
         );
         drop(fb);
     }
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(), 0);
+}
+
+/// A tmpfs this test mounted, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A kept descriptor used to fill the disk (16 MiB into a committed recording on a 24 MiB
+/// file system that keeps 8 MiB free): the file is cut back before the free-space guard looks,
+/// so the other stream loses none of its recordings for it.
+#[test]
+fn a_kept_descriptor_filling_the_disk_costs_no_other_stream_a_recording() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mnt,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=24m"),
+    )
+    .unwrap();
+    let _mounted = Tmpfs(mnt.clone());
+    let d = data_dir_in(&mnt);
+    let daemon = Daemon::start_with(&d, &["--min-free-bytes", &(8u64 << 20).to_string()]);
+    let mut admin = daemon.admin();
+    let mut b = Ingest::connect(&mut admin, "b");
+    set_read_timeout(&b.conn);
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        // Each a run of its own (the test's times do not abut).
+        let (id, mut f) = b.open(0);
+        let data = b.write(id, &mut f, 3, 1000);
+        b.close(id, 3, &data);
+        b.expect(
+            "b committed",
+            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
+        );
+        kept.push(id);
+    }
+    let mut a = Ingest::connect(&mut admin, "a");
+    set_read_timeout(&a.conn);
+    let (id, mut f) = a.open(0);
+    let data = a.write(id, &mut f, 10, 1000);
+    a.close(id, 10, &data);
+    a.expect(
+        "a committed",
+        |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
+    );
+    f.write_all(&vec![0xee; 16 << 20]).unwrap();
+    // Another stream's request at once: the syncer's next round comes before its next tick.
+    b.round_trip();
+    let path = d
+        .sample_dir_path()
+        .join(syncer::layout::sample_file_name(id));
+    eventually("the file cut back", || {
+        std::fs::metadata(&path).unwrap().len() == 10_000
+    });
+    // Let the syncer go round its loop a few times.
+    b.round_trip();
+    std::thread::sleep(Duration::from_millis(1500));
+    b.round_trip();
+    let left: Vec<CompositeId> = admin
+        .recordings(Some("b"))
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, kept, "b lost a recording to a's kept descriptor");
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait(), 0);
 }
