@@ -403,21 +403,30 @@ fn kill_9_loop_loses_nothing_committed() {
                     // Gone: only legitimate if the newer recordings of its stream fill the
                     // quota (it fell out of the quota window), or, on a full disk, if the
                     // free-space guard took it oldest first: nothing older of its stream is
-                    // left.
-                    let newer: i64 = rows
-                        .iter()
-                        .filter(|r| r.id.stream() == id.stream() && r.id > id)
+                    // left. The quota counts the recordings in flight too (with
+                    // `flush_if_sec` 1: one growing, one being saved, one waiting for its
+                    // flush, each no bigger than the stream's largest; with the open budget
+                    // a fast camera's recordings hold about a second each).
+                    let mine = || rows.iter().filter(|r| r.id.stream() == id.stream());
+                    let newer: i64 = mine()
+                        .filter(|r| r.id > id)
                         .map(|r| round_up(r.sample_file_bytes))
                         .sum();
+                    let largest = mine()
+                        .map(|r| round_up(r.sample_file_bytes))
+                        .chain([round_up(bytes)])
+                        .max()
+                        .unwrap_or(0);
+                    let in_flight = (3 * largest).max(64 << 10);
                     let older_left = rows
                         .iter()
                         .any(|r| r.id.stream() == id.stream() && r.id < id);
                     assert!(
-                        newer + round_up(bytes) > QUOTA_BYTES - (64 << 10)
+                        newer + round_up(bytes) > QUOTA_BYTES - in_flight
                             || (fault == Fault::DiskFull && !older_left),
                         "iteration {it} (seed {seed}, {victim:?}, {fault:?}): committed \
                          recording {id} lost while inside its quota window ({newer} newer \
-                         bytes)"
+                         bytes, {in_flight} allowed in flight)"
                     );
                 }
             }
