@@ -73,6 +73,9 @@ pub struct Exposure {
     /// taken for it.
     start_ticks: u64,
     files: BTreeMap<InodeKey, Exposed>,
+    /// Its descriptors cannot be listed (no privilege): nothing is tracked, so that nothing
+    /// grows with every recording handed out.
+    unwatchable: bool,
 }
 
 impl Exposure {
@@ -82,11 +85,15 @@ impl Exposure {
             pid,
             start_ticks: start_ticks(pid)?,
             files: BTreeMap::new(),
+            unwatchable: false,
         })
     }
 
     /// The process has handed `id`'s file (`key`), which may hold `allowed_bytes`.
     pub fn expose(&mut self, key: InodeKey, id: CompositeId, allowed_bytes: u64) {
+        if self.unwatchable {
+            return;
+        }
         let e = Exposed {
             id,
             allowed_bytes,
@@ -132,7 +139,17 @@ impl Exposure {
     pub fn enforce(&mut self) -> io::Result<Vec<Breach>> {
         let mut breaches = Vec::new();
         let mut held = BTreeSet::new();
-        for path in self.held_descriptors()? {
+        let paths = match self.held_descriptors() {
+            Ok(p) => p,
+            Err(e) => {
+                self.unwatchable |= e.kind() == io::ErrorKind::PermissionDenied;
+                if self.unwatchable {
+                    self.files.clear();
+                }
+                return Err(e);
+            }
+        };
+        for path in paths {
             // Follows the link to the open file itself, even when it has been unlinked.
             let Ok(st) = nix::sys::stat::stat(&path) else {
                 continue;
