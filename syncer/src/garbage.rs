@@ -169,8 +169,15 @@ impl Garbage {
 }
 
 /// One unlink attempt (repeated only when interrupted); a missing file is no error.
+/// Empties the file, then unlinks it. Emptying first frees its blocks even while another
+/// process still holds it open (an ingest keeping a committed recording's descriptor would
+/// otherwise keep its space after retention deleted it); nothing of a garbage file is needed.
+/// A file that cannot be opened for that (gone, immutable) is left to the unlink's answer.
 fn unlink<D: Dir>(dir: &D, id: CompositeId) -> io::Result<()> {
     let name = sample_file_name(id);
+    if let Ok(f) = dir.open(&name, crate::fs::OpenMode::ReadWrite) {
+        let _ = crate::fs::DirFile::set_len(&f, 0);
+    }
     loop {
         return match dir.unlink(&name) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -164,3 +164,47 @@ fn a_writers_preallocation_is_released_at_close() {
         meta.blocks() * 512
     );
 }
+
+/// Garbage is emptied before it is unlinked: a committed recording whose writer descriptor
+/// an ingest kept frees its blocks when the recording is deleted, instead of holding them for
+/// as long as the descriptor lives.
+#[test]
+fn deleted_recordings_free_their_blocks_even_while_a_descriptor_is_kept() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    d.init().unwrap();
+    let mut s = start(&d);
+    let (stream, entry) = add_camera(&mut s);
+    let (id, mut kept) = s.open_recording(stream, 0, entry).unwrap();
+    let data = vec![5u8; 100_000];
+    write_all(&mut kept, &data).unwrap();
+    s.close_recording(
+        id,
+        CloseRequest {
+            samples: vec![SampleReport {
+                pts_90k: 0,
+                bytes: 100_000,
+                is_key: true,
+            }],
+            last_sample_duration_90k: Some(3000),
+            times: RecordingTimes {
+                start: Time::from_system(std::time::SystemTime::now()),
+                wall_duration_90k: 3000,
+                local_time_delta_90k: 0,
+            },
+            end_reason: None,
+            writer_blake3: *blake3::hash(&data).as_bytes(),
+        },
+    )
+    .unwrap();
+    s.flush("test").unwrap();
+    s.remove_stream(stream, true).unwrap();
+    assert!(!d.sample_dir_path().join(sample_file_name(id)).exists());
+    let held = kept.metadata().unwrap();
+    assert_eq!(
+        (held.len(), held.blocks()),
+        (0, 0),
+        "the kept descriptor holds nothing"
+    );
+}
