@@ -229,14 +229,7 @@ impl Conn {
         let (first, pid) = first?;
         // 0 where the kernel recorded no credentials.
         let pid = pid.filter(|&p| p > 0);
-        if first == 0 {
-            return Err(WireError::Closed);
-        }
-        read_exact(sock, &mut prefix[first..])?;
-        let len = codec::body_len(prefix)?;
-        self.body.clear();
-        self.body.resize(len, 0);
-        read_exact(sock, &mut self.body)?;
+        self.finish_frame(prefix, first)?;
         Ok((codec::decode(&self.body)?, pid))
     }
 
@@ -274,15 +267,26 @@ impl Conn {
         } else {
             (read_some(sock, &mut prefix)?, None)
         };
+        self.finish_frame(prefix, first)?;
+        Ok(fd)
+    }
+
+    /// Reads the rest of a frame whose first `first` bytes of `prefix` one read returned (0:
+    /// the peer closed between frames): the prefix, then exactly the body, into `self.body`.
+    fn finish_frame(
+        &mut self,
+        mut prefix: [u8; PREFIX_BYTES],
+        first: usize,
+    ) -> Result<(), WireError> {
         if first == 0 {
             return Err(WireError::Closed);
         }
+        let sock = self.stream.as_fd();
         read_exact(sock, &mut prefix[first..])?;
         let len = codec::body_len(prefix)?;
         self.body.clear();
         self.body.resize(len, 0);
-        read_exact(sock, &mut self.body)?;
-        Ok(fd)
+        read_exact(sock, &mut self.body)
     }
 }
 

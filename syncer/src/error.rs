@@ -91,6 +91,13 @@ pub enum Error {
         min_free_bytes: u64,
         size_bytes: u64,
     },
+    /// Likewise for inodes.
+    #[error(
+        "the minimum of free inodes ({min_free_inodes}) is not below the inodes of the sample \
+         dir's file system ({inodes}): every recording would be deleted as soon as it is \
+         committed. Choose a few percent of them (or 0 to turn the guard off)"
+    )]
+    MinFreeInodesTooLarge { min_free_inodes: u64, inodes: u64 },
     /// An open while the reserve file is released and cannot be made again: the space left
     /// is for the commit that frees space, not for a new sample file.
     #[error(

@@ -39,6 +39,15 @@ pub fn sample_file_name(id: CompositeId) -> String {
     id.to_string()
 }
 
+/// What a file system holds in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsSize {
+    /// `f_blocks * f_frsize`.
+    pub bytes: u64,
+    /// `f_files`; `None` where the file system has no fixed number (btrfs).
+    pub inodes: Option<u64>,
+}
+
 /// Paths within one data dir.
 #[derive(Clone, Debug)]
 pub struct DataDir {
@@ -58,12 +67,15 @@ impl DataDir {
         self.root.join(SAMPLE_DIR_NAME)
     }
 
-    /// The size of the sample dir's file system (`statvfs` `f_blocks * f_frsize`).
-    pub fn sample_fs_size_bytes(&self) -> Result<u64, Error> {
+    /// The size of the sample dir's file system (`statvfs`).
+    pub fn sample_fs_size(&self) -> Result<FsSize, Error> {
         let path = self.sample_dir_path();
         let st = nix::sys::statvfs::statvfs(&path)
             .map_err(|e| sample_dir_error("statvfs", &path, e.into()))?;
-        Ok(st.blocks() as u64 * st.fragment_size() as u64)
+        Ok(FsSize {
+            bytes: st.blocks() as u64 * st.fragment_size() as u64,
+            inodes: (st.files() > 0).then_some(st.files() as u64),
+        })
     }
 
     /// Fails with [`Error::ReadOnly`] unless this process may write both the data dir and the

@@ -159,8 +159,7 @@ struct Job<F> {
 /// Runs the daemon on `data_dir` until a graceful stop completes (`Ok`) or a fatal error.
 /// `ready` is called once recovery is done and the admin socket listens.
 pub fn serve(data_dir: &DataDir, opts: ServeOptions, ready: impl FnOnce()) -> Result<(), Error> {
-    opts.syncer
-        .check_against(Some(data_dir.sample_fs_size_bytes()?))?;
+    opts.syncer.check_against(data_dir.sample_fs_size()?)?;
     serve_with(data_dir, opts, Seams::default(), ready)
 }
 
@@ -340,18 +339,18 @@ where
                 }
             }
             self.syncer.check_sample_dir()?;
-            if self.syncer.poll_due()
-                || self.exposures_checked.elapsed() >= TICK
-                || self.syncer.short_of_space()
-            {
+            // One look at the file system per round (`statvfs`), not one per check.
+            let flush_due = self.syncer.poll_due();
+            let short = self.syncer.short_of_space();
+            if flush_due || short || self.exposures_checked.elapsed() >= TICK {
                 // Before a flush and before the free-space guard deletes anything: space a
                 // breach took is back first, and never paid for with another's recordings.
                 self.enforce_exposures();
             }
-            if self.syncer.poll_due() {
+            if flush_due {
                 let c = self.syncer.poll()?;
                 self.push_committed(c);
-            } else if let Err(e) = self.syncer.ensure_free_space() {
+            } else if short && let Err(e) = self.syncer.ensure_free_space() {
                 if e.is_fatal() {
                     return Err(e);
                 }

@@ -84,14 +84,22 @@ pub struct SyncerOptions {
 }
 
 impl SyncerOptions {
-    /// Checks the options against the sample dir's file system of `size_bytes` (`None`:
-    /// unlimited): [`Error::MinFreeTooLarge`] if `min_free_bytes` is at or above its size.
-    pub fn check_against(&self, size_bytes: Option<u64>) -> Result<(), Error> {
-        match size_bytes {
-            Some(size_bytes) if self.min_free_bytes != 0 && self.min_free_bytes >= size_bytes => {
-                Err(Error::MinFreeTooLarge {
-                    min_free_bytes: self.min_free_bytes,
-                    size_bytes,
+    /// Checks the options against the sample dir's file system: [`Error::MinFreeTooLarge`]
+    /// if `min_free_bytes` is at or above its size, [`Error::MinFreeInodesTooLarge`] if
+    /// `min_free_inodes` is at or above its inodes. The guard would delete every recording as
+    /// soon as it is committed.
+    pub fn check_against(&self, fs: crate::layout::FsSize) -> Result<(), Error> {
+        if self.min_free_bytes != 0 && self.min_free_bytes >= fs.bytes {
+            return Err(Error::MinFreeTooLarge {
+                min_free_bytes: self.min_free_bytes,
+                size_bytes: fs.bytes,
+            });
+        }
+        match fs.inodes {
+            Some(inodes) if self.min_free_inodes != 0 && self.min_free_inodes >= inodes => {
+                Err(Error::MinFreeInodesTooLarge {
+                    min_free_inodes: self.min_free_inodes,
+                    inodes,
                 })
             }
             _ => Ok(()),

@@ -237,6 +237,19 @@ impl Ingest {
             .unwrap();
     }
 
+    /// Records one recording of `n` samples of `len` bytes as a run of its own, and waits for
+    /// its commit; returns its id, the kept write descriptor and the bytes.
+    fn record(&mut self, n: u32, len: usize) -> (CompositeId, std::fs::File, Vec<u8>) {
+        let (id, mut f) = self.open(0);
+        let data = self.write(id, &mut f, n, len);
+        self.close(id, n, &data);
+        self.expect(
+            "committed",
+            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
+        );
+        (id, f, data)
+    }
+
     /// Makes sure the syncer has processed everything sent so far (an answered request).
     fn round_trip(&mut self) {
         self.conn
@@ -720,14 +733,7 @@ fn a_kept_descriptor_cannot_grow_a_committed_recording() {
     for closes_connection in [false, true] {
         let mut a = Ingest::connect(&mut admin, "a");
         set_read_timeout(&a.conn);
-        let (id, mut f) = a.open(0);
-        let data = a.write(id, &mut f, 10, 1000);
-        a.close(id, 10, &data);
-        a.expect("accepted", |r| *r == IngestReply::Accepted { id });
-        a.expect(
-            "committed",
-            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
-        );
+        let (id, mut f, data) = a.record(10, 1000);
         if closes_connection {
             a.conn.stream().shutdown(std::net::Shutdown::Both).unwrap();
             // The syncer has seen the connection go (the other stream's round trip comes after).
@@ -754,14 +760,7 @@ fn a_kept_descriptor_cannot_grow_a_committed_recording() {
             assert!(message.contains("more than the 10000 it may"), "{message}");
         }
         // The other stream was not held up.
-        let (idb, mut fb) = b.open(0);
-        let bdata = b.write(idb, &mut fb, 3, 100);
-        b.close(idb, 3, &bdata);
-        b.expect(
-            "b committed",
-            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&idb)),
-        );
-        drop(fb);
+        b.record(3, 100);
     }
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait(), 0);
@@ -802,27 +801,10 @@ fn a_kept_descriptor_filling_the_disk_costs_no_other_stream_a_recording() {
     let mut admin = daemon.admin();
     let mut b = Ingest::connect(&mut admin, "b");
     set_read_timeout(&b.conn);
-    let mut kept = Vec::new();
-    for _ in 0..3 {
-        // Each a run of its own (the test's times do not abut).
-        let (id, mut f) = b.open(0);
-        let data = b.write(id, &mut f, 3, 1000);
-        b.close(id, 3, &data);
-        b.expect(
-            "b committed",
-            |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
-        );
-        kept.push(id);
-    }
+    let kept: Vec<CompositeId> = (0..3).map(|_| b.record(3, 1000).0).collect();
     let mut a = Ingest::connect(&mut admin, "a");
     set_read_timeout(&a.conn);
-    let (id, mut f) = a.open(0);
-    let data = a.write(id, &mut f, 10, 1000);
-    a.close(id, 10, &data);
-    a.expect(
-        "a committed",
-        |r| matches!(r, IngestReply::Committed { ids } if ids.contains(&id)),
-    );
+    let (id, mut f, _) = a.record(10, 1000);
     f.write_all(&vec![0xee; 16 << 20]).unwrap();
     // Another stream's request at once: the syncer's next round comes before its next tick.
     b.round_trip();

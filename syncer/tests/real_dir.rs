@@ -38,6 +38,26 @@ fn add_camera(s: &mut Syncer<syncer::fs::RealDir>) -> (i32, i32) {
     (stream, entry)
 }
 
+/// Closes `id` as one key sample of `data` (which the writer wrote), 1/30 s long.
+fn close_one_sample(s: &mut Syncer<syncer::fs::RealDir>, id: protocol::CompositeId, data: &[u8]) {
+    let req = CloseRequest {
+        samples: vec![SampleReport {
+            pts_90k: 0,
+            bytes: data.len() as u32,
+            is_key: true,
+        }],
+        last_sample_duration_90k: Some(3000),
+        times: RecordingTimes {
+            start: Time::from_system(std::time::SystemTime::now()),
+            wall_duration_90k: 3000,
+            local_time_delta_90k: 0,
+        },
+        end_reason: None,
+        writer_blake3: *blake3::hash(data).as_bytes(),
+    };
+    s.close_recording(id, req).unwrap();
+}
+
 #[test]
 fn records_on_a_real_directory_and_holds_the_lock() {
     let tmp = tempfile::tempdir().unwrap();
@@ -136,25 +156,7 @@ fn a_writers_preallocation_is_released_at_close() {
     nix::fcntl::fallocate(&w, keep_size, 0, 4 << 20).unwrap();
     let path = d.sample_dir_path().join(sample_file_name(id));
     assert!(std::fs::metadata(&path).unwrap().blocks() * 512 >= 4 << 20);
-    s.close_recording(
-        id,
-        CloseRequest {
-            samples: vec![SampleReport {
-                pts_90k: 0,
-                bytes: 1000,
-                is_key: true,
-            }],
-            last_sample_duration_90k: Some(3000),
-            times: RecordingTimes {
-                start: Time::from_system(std::time::SystemTime::now()),
-                wall_duration_90k: 3000,
-                local_time_delta_90k: 0,
-            },
-            end_reason: None,
-            writer_blake3: *blake3::hash(&data).as_bytes(),
-        },
-    )
-    .unwrap();
+    close_one_sample(&mut s, id, &data);
     assert_eq!(s.shutdown().unwrap()[0].ids, vec![id]);
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.len(), 1000);
@@ -179,25 +181,7 @@ fn deleted_recordings_free_their_blocks_even_while_a_descriptor_is_kept() {
     let (id, mut kept) = s.open_recording(stream, 0, entry).unwrap();
     let data = vec![5u8; 100_000];
     write_all(&mut kept, &data).unwrap();
-    s.close_recording(
-        id,
-        CloseRequest {
-            samples: vec![SampleReport {
-                pts_90k: 0,
-                bytes: 100_000,
-                is_key: true,
-            }],
-            last_sample_duration_90k: Some(3000),
-            times: RecordingTimes {
-                start: Time::from_system(std::time::SystemTime::now()),
-                wall_duration_90k: 3000,
-                local_time_delta_90k: 0,
-            },
-            end_reason: None,
-            writer_blake3: *blake3::hash(&data).as_bytes(),
-        },
-    )
-    .unwrap();
+    close_one_sample(&mut s, id, &data);
     s.flush("test").unwrap();
     s.remove_stream(stream, true).unwrap();
     assert!(!d.sample_dir_path().join(sample_file_name(id)).exists());

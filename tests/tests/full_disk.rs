@@ -234,6 +234,32 @@ fn few_inodes_body() {
     );
     assert!(seen[0] > 20, "many kept recording: {seen:?}");
     assert!(least_free >= 4, "{least_free} inodes were left at worst");
+
+    // The default reserve of 1024 inodes is more than this file system has: refused, by the
+    // syncer and by `nvr run`, naming both numbers.
+    let out = Command::new(binary("nvr-syncer"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("free inodes (1024)") && stderr.contains("(36)"),
+        "{stderr}"
+    );
+    let out = Command::new(binary("nvr"))
+        .arg("--data-dir")
+        .arg(&d.root)
+        .arg("run")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--min-free-inodes: the minimum of free inodes"),
+        "{stderr}"
+    );
 }
 
 /// Quotas far beyond the tiny disk.

@@ -98,7 +98,7 @@ pub fn config(
         .into());
     }
     d.check_writable()?;
-    check_min_free(d, args.min_free.0)?;
+    check_min_free(d, args.min_free.0, args.min_free_inodes)?;
     Ok(Config {
         data_dir: d.clone(),
         bin_dir: bin_dir()?,
@@ -120,17 +120,25 @@ pub fn config(
     })
 }
 
-/// Refuses a `--min-free` the sample dir's file system can never have, before anything starts
-/// (the syncer would refuse it at each start).
-fn check_min_free(d: &DataDir, min_free_bytes: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let size_bytes = d.sample_fs_size_bytes()?;
+/// Refuses a `--min-free` or `--min-free-inodes` the sample dir's file system can never
+/// have, before anything starts (the syncer would refuse it at each start).
+fn check_min_free(
+    d: &DataDir,
+    min_free_bytes: u64,
+    min_free_inodes: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let options = syncer::SyncerOptions {
         min_free_bytes,
+        min_free_inodes,
         ..syncer::SyncerOptions::default()
     };
     options
-        .check_against(Some(size_bytes))
-        .map_err(|e| format!("--min-free: {e}").into())
+        .check_against(d.sample_fs_size()?)
+        .map_err(|e| match e {
+            syncer::Error::MinFreeInodesTooLarge { .. } => format!("--min-free-inodes: {e}"),
+            e => format!("--min-free: {e}"),
+        })
+        .map_err(Into::into)
 }
 
 pub fn run(d: &DataDir, args: RunArgs) -> CmdResult {
