@@ -285,6 +285,13 @@ impl Source {
 
     /// Parses `url` and opens a `file:` source's file, reading none of it.
     pub fn prepare(url: &str) -> Result<Prepared, SourceError> {
+        Source::prepare_with(url, None)
+    }
+
+    /// Like [`Source::prepare`], but a `file:` source reads `opened` instead of opening its
+    /// path: the supervisor opens it and passes the descriptor, since an ingest under its own
+    /// uid may not be allowed to open the file. `opened` is ignored by other sources.
+    pub fn prepare_with(url: &str, opened: Option<std::fs::File>) -> Result<Prepared, SourceError> {
         let SourceUrl { spec, speed } = SourceUrl::parse(url)?;
         let input = match spec {
             SourceSpec::File { path, fps } => {
@@ -292,7 +299,10 @@ impl Source {
                     path: path.clone(),
                     source,
                 };
-                let file = std::fs::File::open(&path).map_err(read_err)?;
+                let file = match opened {
+                    Some(f) => f,
+                    None => std::fs::File::open(&path).map_err(read_err)?,
+                };
                 let size = file.metadata().map_err(read_err)?.len();
                 if size > MAX_FILE_BYTES {
                     return Err(SourceError::FileTooLarge { path, bytes: size });

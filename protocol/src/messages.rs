@@ -60,7 +60,8 @@ pub const MAX_RECORDINGS_PER_PAGE: u32 = 2000;
 /// are listed in pages. 3: the write window (`Progress::written_bytes`, `Progressed`).
 /// 4: a full disk costs a recording's unwritten tail, not the connection
 /// (`IngestRequest::AbandonRecording`, `IngestReply::OpenRefused`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `AdminRequest::DroppedIngests`, so the supervisor ends an ingest the syncer dropped.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// [`Hello::role`] of an ingest on its brokered connection.
 pub const ROLE_INGEST: &str = "ingest";
@@ -348,6 +349,32 @@ pub enum AdminRequest {
         /// written) is refused.
         delete_recordings: bool,
     },
+    /// Asks for the ingests the syncer dropped for breaking a rule since `after` (a
+    /// [`DroppedIngest::seq`]; 0 for every one it still keeps, the latest
+    /// [`MAX_DROPPED_INGESTS_KEPT`]), as [`AdminReply::DroppedIngests`]. The supervisor ends
+    /// each such process: a dropped connection does not take back the descriptors it holds.
+    DroppedIngests {
+        /// The last sequence number the client has seen.
+        after: u64,
+    },
+}
+
+/// Most [`DroppedIngest`]s a syncer keeps (the latest).
+pub const MAX_DROPPED_INGESTS_KEPT: usize = 64;
+
+/// An ingest connection the syncer dropped because the ingest broke a rule (a refused
+/// request, a file grown past what it may hold), or an ingest process found writing after its
+/// connection was gone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedIngest {
+    /// Numbered from 1 in the order they happened, within one syncer process.
+    pub seq: u64,
+    /// The camera (stream) name.
+    pub stream_name: String,
+    /// The ingest process, as the kernel recorded it when it said hello; `None` if unknown.
+    pub pid: Option<i32>,
+    /// What it did.
+    pub reason: String,
 }
 
 /// The syncer's answer to one [`AdminRequest`].
@@ -372,6 +399,8 @@ pub enum AdminReply {
     /// [`AdminRequest::AddCamera`] and [`AdminRequest::SetCamera`] (the one camera, as it is
     /// now).
     Cameras(Vec<CameraInfo>),
+    /// Answer to [`AdminRequest::DroppedIngests`], in sequence order.
+    DroppedIngests(Vec<DroppedIngest>),
 }
 
 /// A camera's settings, as a user configures them.

@@ -93,6 +93,14 @@ pub enum WireError {
     VersionMismatch { ours: u32, theirs: u32 },
 }
 
+/// The descriptor an ingest process is started with its brokered syncer connection on.
+pub const INGEST_CONNECTION_FD: std::os::fd::RawFd = 3;
+
+/// The descriptor an ingest process is started with its `file:` source's file on, opened
+/// read-only by the supervisor (`nvr-ingest --source-fd`): an ingest under a uid of its own
+/// may not be allowed to open the file, and in its sandbox it opens nothing.
+pub const INGEST_SOURCE_FD: std::os::fd::RawFd = 4;
+
 /// Checks the peer's [`PROTOCOL_VERSION`] (from its `Hello` or `HelloReply`) against ours.
 pub fn check_version(theirs: u32) -> Result<(), WireError> {
     if theirs != PROTOCOL_VERSION {

@@ -145,9 +145,11 @@ pub enum CameraCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// When started as root: run ingests as this user (never the syncer's uid).
-    #[arg(long, value_name = "USER")]
-    pub ingest_user: Option<String>,
+    /// Started as root, each camera's ingest runs as uid and gid FIRST + its stream id, with
+    /// no supplementary groups; every id of the range must be unassigned in the user and group
+    /// databases [default when root: 61000-61999].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub ingest_uids: Option<crate::ingest_uids::IngestUids>,
     /// Seconds to wait for children at shutdown before SIGKILL.
     #[arg(long, default_value_t = 20)]
     pub shutdown_timeout_sec: u64,
@@ -181,7 +183,7 @@ pub struct RunArgs {
 impl Default for RunArgs {
     fn default() -> Self {
         RunArgs {
-            ingest_user: None,
+            ingest_uids: None,
             shutdown_timeout_sec: 20,
             max_restarts: 5,
             restart_window_sec: 60,

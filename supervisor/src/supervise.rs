@@ -22,9 +22,10 @@
 //!   "shutdown"); then the syncer gets SIGTERM, flushes and exits; anything alive after the
 //!   timeout gets SIGKILL. A second signal hurries: ingests get SIGKILL at once (the syncer
 //!   salvages their recordings) and the syncer is told to stop waiting.
-//! - Hardened mode (started as root with an ingest user): ingests run under that uid and gid,
-//!   with `RLIMIT_FSIZE` (SIGXFSZ ignored, so an oversized write fails instead of killing) and
-//!   `RLIMIT_NOFILE`; the ingest itself turns off `PR_SET_DUMPABLE`.
+//! - Ingests run with `RLIMIT_FSIZE` (SIGXFSZ ignored, so an oversized write fails instead of
+//!   killing) and `RLIMIT_NOFILE`, and sandbox themselves (`ingest::sandbox`). Started as
+//!   root, the supervisor runs each under a uid of its own ([`crate::ingest_uids`]). A `file:`
+//!   source's file is opened here and passed on (`protocol::wire::INGEST_SOURCE_FD`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::BufRead;
@@ -37,14 +38,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Gid, Pid, Uid};
-use protocol::messages::CameraInfo;
+use nix::unistd::Pid;
+use protocol::messages::{CameraInfo, DroppedIngest};
 use protocol::source_url::{PASSWORD_ENV, USERNAME_ENV, split_credentials};
 use syncer::admin_client::AdminClient;
 use syncer::layout::DataDir;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
+use crate::ingest_uids::{IngestIdentity, IngestUids};
 use crate::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
 use crate::stderr_tail::StderrTail;
 
@@ -130,18 +132,12 @@ impl Intensity {
     }
 }
 
-/// Hardened mode: the uid and gid ingests run under.
-#[derive(Clone, Copy, Debug)]
-pub struct IngestUser {
-    pub uid: Uid,
-    pub gid: Gid,
-}
-
 pub struct Config {
     pub data_dir: DataDir,
     /// Where `nvr-syncer` and `nvr-ingest` are (next to `nvr`).
     pub bin_dir: PathBuf,
-    pub ingest_user: Option<IngestUser>,
+    /// Per-camera uids (started as root), `None` to run ingests under the supervisor's uid.
+    pub ingest_uids: Option<IngestUids>,
     pub shutdown_timeout: Duration,
     pub backoff: Backoff,
     pub intensity: Intensity,
@@ -226,6 +222,8 @@ struct Camera {
     failed_tries: u32,
     /// When a failed camera is tried next (realtime, for `nvr status`).
     retry_at: Option<protocol::Time>,
+    /// Why the syncer dropped the running ingest, which the supervisor then ended.
+    dropped: Option<String>,
 }
 
 impl Camera {
@@ -242,6 +240,42 @@ impl Camera {
         );
     }
 
+    /// The ingest ended after running for `ran` (or could not start: `ran` zero), for `why`:
+    /// a restart after the backoff, or the camera marked failed.
+    fn ended(
+        &mut self,
+        name: &str,
+        why: String,
+        ran: Duration,
+        (backoff, intensity): (&Backoff, &Intensity),
+        now: Instant,
+    ) {
+        self.last_error = Some(why);
+        if ran >= backoff.stable_after {
+            self.consecutive = 0;
+            self.failed_tries = 0;
+        }
+        self.consecutive += 1;
+        self.restarts += 1;
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now - *t > intensity.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() > intensity.max_restarts || self.failed_tries > 0 {
+            // Too many restarts, or a try of a failed camera that failed again.
+            self.fail(name, intensity, now);
+        } else {
+            let delay = backoff.delay(self.consecutive);
+            info!(camera = %name, ?delay, "restarting after backoff");
+            self.state = ProcessState::Restarting;
+            self.next_start = Some(now + delay);
+        }
+    }
+
     fn new(info: CameraInfo) -> Self {
         Camera {
             info,
@@ -254,6 +288,7 @@ impl Camera {
             last_error: None,
             failed_tries: 0,
             retry_at: None,
+            dropped: None,
         }
     }
 }
@@ -293,6 +328,8 @@ pub struct Supervisor {
     written: Option<SupervisorState>,
     /// The last write of the state file failed (warned about once until one succeeds).
     publish_failed: bool,
+    /// The last [`DroppedIngest::seq`] of the running syncer handled.
+    dropped_seen: u64,
 }
 
 impl Supervisor {
@@ -310,6 +347,7 @@ impl Supervisor {
             last_reconcile: Instant::now(),
             written: None,
             publish_failed: false,
+            dropped_seen: 0,
         }
     }
 
@@ -388,33 +426,13 @@ impl Supervisor {
                 && let Ok(Some(status)) = p.child.try_wait()
             {
                 let ran = p.started.elapsed();
-                let why = describe_ingest_exit(status);
+                let why = match c.dropped.take() {
+                    Some(reason) => format!("ended: the syncer dropped it ({reason})"),
+                    None => describe_ingest_exit(status),
+                };
                 warn!(camera = %name, %why, "ingest exited");
                 c.proc = None;
-                c.last_error = Some(why);
-                if ran >= backoff.stable_after {
-                    c.consecutive = 0;
-                    c.failed_tries = 0;
-                }
-                c.consecutive += 1;
-                c.restarts += 1;
-                c.recent.push_back(now);
-                while c
-                    .recent
-                    .front()
-                    .is_some_and(|t| now - *t > intensity.window)
-                {
-                    c.recent.pop_front();
-                }
-                if c.recent.len() > intensity.max_restarts || c.failed_tries > 0 {
-                    // Too many restarts, or a try of a failed camera that failed again.
-                    c.fail(name, &intensity, now);
-                } else {
-                    let delay = backoff.delay(c.consecutive);
-                    info!(camera = %name, ?delay, "restarting after backoff");
-                    c.state = ProcessState::Restarting;
-                    c.next_start = Some(now + delay);
-                }
+                c.ended(name, why, ran, (&backoff, &intensity), now);
             }
         }
         let due: Vec<String> = self
@@ -469,6 +487,7 @@ impl Supervisor {
     }
 
     fn start_syncer(&mut self) -> Result<(), SuperviseError> {
+        self.dropped_seen = 0; // A new syncer numbers its drops from 1.
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
             SuperviseError::Spawn {
                 what: "nvr-syncer".into(),
@@ -485,7 +504,7 @@ impl Supervisor {
             .arg(self.cfg.min_free_inodes.to_string())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        child_setup(&mut cmd, Some(write.as_raw_fd()), None);
+        child_setup(&mut cmd, &[(write.as_raw_fd(), 3)], ChildRole::Syncer);
         let mut child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
             what: "nvr-syncer".into(),
             source,
@@ -557,15 +576,16 @@ impl Supervisor {
         if self.syncer.is_none() {
             return;
         }
-        let cameras = match AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
-            .and_then(|mut a| a.cameras())
-        {
+        let asked = AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
+            .and_then(|mut a| Ok((a.cameras()?, a.dropped_ingests(self.dropped_seen)?)));
+        let (cameras, dropped) = match asked {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot list cameras from the syncer");
                 return;
             }
         };
+        self.end_dropped(dropped);
         for info in &cameras {
             match self.cameras.get_mut(&info.name) {
                 None => {
@@ -607,9 +627,43 @@ impl Supervisor {
         }
     }
 
+    /// Ends each ingest process the syncer dropped for breaking a rule (a dropped connection
+    /// leaves the process its descriptors); the camera restarts as after any exit.
+    fn end_dropped(&mut self, dropped: Vec<DroppedIngest>) {
+        for d in dropped {
+            self.dropped_seen = self.dropped_seen.max(d.seq);
+            let Some(c) = self.cameras.get_mut(&d.stream_name) else {
+                continue;
+            };
+            let Some(p) = c.proc.as_ref().filter(|p| d.pid == Some(p.pid().as_raw())) else {
+                continue; // Already gone, or unknown: its own exit restarts the camera.
+            };
+            warn!(camera = %d.stream_name, pid = %p.pid(), reason = %d.reason,
+                  "the syncer dropped this ingest: ending it");
+            p.signal(Signal::SIGKILL);
+            c.dropped = Some(d.reason);
+        }
+    }
+
     fn start_ingest(&mut self, name: &str) {
         let Some(c) = self.cameras.get_mut(name) else {
             return;
+        };
+        let prepared = self
+            .cfg
+            .ingest_uids
+            .map(|r| r.for_stream(c.info.id))
+            .transpose()
+            .map_err(|e| e.to_string())
+            .and_then(|identity| Ok((identity, open_source_file(&c.info.config.source)?)));
+        let (identity, source_file) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(camera = %name, error = %e, "cannot start nvr-ingest");
+                let limits = (&self.cfg.backoff, &self.cfg.intensity);
+                c.ended(name, e, Duration::ZERO, limits, Instant::now());
+                return;
+            }
         };
         let fd: OwnedFd =
             match AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
@@ -634,7 +688,13 @@ impl Supervisor {
             cmd.env(USERNAME_ENV, creds.username)
                 .env(PASSWORD_ENV, creds.password);
         }
-        child_setup(&mut cmd, Some(fd.as_raw_fd()), self.cfg.ingest_user);
+        let mut fds = vec![(fd.as_raw_fd(), protocol::wire::INGEST_CONNECTION_FD)];
+        if let Some(f) = &source_file {
+            let target = protocol::wire::INGEST_SOURCE_FD;
+            cmd.arg("--source-fd").arg(target.to_string());
+            fds.push((f.as_raw_fd(), target));
+        }
+        child_setup(&mut cmd, &fds, ChildRole::Ingest(identity));
         match cmd.spawn() {
             Ok(child) => {
                 info!(camera = %name, pid = child.id(), "ingest started");
@@ -786,44 +846,110 @@ impl Supervisor {
     }
 }
 
-/// Prepares a child: fd 3 (if any), its own process group, death with the supervisor, and in
-/// hardened mode the ingest user with resource limits.
-fn child_setup(cmd: &mut Command, fd3: Option<i32>, user: Option<IngestUser>) {
+/// Opens a `file:` source's file for its ingest, which may not be allowed to (a uid of its
+/// own) and opens nothing once sandboxed; `None` for other sources. Opened non-blocking, so
+/// that a FIFO without a writer cannot stall the supervisor, then made blocking again.
+fn open_source_file(source: &str) -> Result<Option<std::fs::File>, String> {
+    use protocol::source_spec::{SourceSpec, SourceUrl};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(SourceUrl {
+        spec: SourceSpec::File { path, .. },
+        ..
+    }) = SourceUrl::parse(source)
+    else {
+        return Ok(None); // Not a file, or a URL the ingest itself refuses, naming the problem.
+    };
+    let failed = |e: &dyn std::fmt::Display| format!("cannot open source {}: {e}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| failed(&e))?;
+    nix::fcntl::fcntl(
+        &file,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|e| failed(&e))?;
+    Ok(Some(file))
+}
+
+/// Which child [`child_setup`] prepares.
+#[derive(Clone, Copy, Debug)]
+enum ChildRole {
+    Syncer,
+    /// An ingest, under its own uid and gid when given. Always with resource limits:
+    /// `RLIMIT_FSIZE` at the largest recording (SIGXFSZ ignored, so an oversized write fails
+    /// instead of killing) and `RLIMIT_NOFILE`; the ingest's sandbox adds its own.
+    Ingest(Option<IngestIdentity>),
+}
+
+/// Prepares a child: each `(descriptor, target)` of `fds` moved to its target number, its
+/// own process group, death with the supervisor, and for an ingest its limits and identity.
+fn child_setup(cmd: &mut Command, fds: &[(i32, i32)], role: ChildRole) {
     let parent = nix::unistd::getpid();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid, prctl, getppid, setrlimit, signal,
-    // setgroups, setgid, setuid) run between fork and exec.
+    assert!(
+        fds.len() <= MAX_MOVED_FDS && fds.iter().all(|&(_, t)| (0..ABOVE_TARGETS).contains(&t)),
+        "descriptors to move: {fds:?}"
+    );
+    let fds = fds.to_vec();
+    // SAFETY: only async-signal-safe calls (fcntl, dup2, setpgid, prctl, getppid, setrlimit,
+    // signal, setgroups, setgid, setuid, _exit) run between fork and exec, and nothing
+    // allocates: `fds` was copied before the fork.
     unsafe {
         cmd.pre_exec(move || {
             let err = |e: nix::Error| std::io::Error::from(e);
-            // dup2 onto itself would leave close-on-exec set: clear it instead.
-            let moved = match fd3 {
-                Some(3) => nix::libc::fcntl(3, nix::libc::F_SETFD, 0),
-                Some(fd) => nix::libc::dup2(fd, 3),
-                None => 0,
-            };
-            if moved < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            move_descriptors(&fds)?;
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(err)?;
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;
-            // The supervisor may have died before the death signal was armed.
-            if nix::unistd::getppid() != parent {
-                nix::libc::_exit(1);
-            }
-            if let Some(u) = user {
+            if let ChildRole::Ingest(identity) = role {
                 use nix::sys::resource::{Resource, setrlimit};
                 let fsize = syncer::limits::MAX_RECORDING_BYTES;
                 setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(err)?;
                 setrlimit(Resource::RLIMIT_NOFILE, INGEST_NOFILE, INGEST_NOFILE).map_err(err)?;
                 nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
                     .map_err(err)?;
-                nix::unistd::setgroups(&[u.gid]).map_err(err)?;
-                nix::unistd::setgid(u.gid).map_err(err)?;
-                nix::unistd::setuid(u.uid).map_err(err)?;
+                if let Some(id) = identity {
+                    nix::unistd::setgroups(&[]).map_err(err)?;
+                    nix::unistd::setgid(id.gid).map_err(err)?;
+                    nix::unistd::setuid(id.uid).map_err(err)?;
+                }
+            }
+            // Armed after any change of uid, which clears it (commit_creds).
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;
+            // The supervisor may have died before the death signal was armed.
+            if nix::unistd::getppid() != parent {
+                nix::libc::_exit(1);
             }
             Ok(())
         });
     }
+}
+
+/// Most descriptors [`child_setup`] moves.
+const MAX_MOVED_FDS: usize = 4;
+
+/// Target descriptor numbers are below this.
+const ABOVE_TARGETS: i32 = 10;
+
+/// In a forked child: moves each `(descriptor, target)` to its target (`dup2` leaves it open
+/// across exec). Every source is first copied above the targets, so a source that happens to
+/// sit on another's target number is not overwritten before it moves. Allocates nothing.
+fn move_descriptors(fds: &[(i32, i32)]) -> std::io::Result<()> {
+    use nix::libc::{F_DUPFD_CLOEXEC, dup2, fcntl};
+    let mut copies = [0i32; MAX_MOVED_FDS];
+    for (copy, &(fd, _)) in copies.iter_mut().zip(fds) {
+        // SAFETY: fcntl on a descriptor the parent holds open for the child.
+        *copy = unsafe { fcntl(fd, F_DUPFD_CLOEXEC, ABOVE_TARGETS) };
+        if *copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (&copy, &(_, target)) in copies.iter().zip(fds) {
+        // SAFETY: dup2 onto a small target number; the copy is closed at exec.
+        if unsafe { dup2(copy, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -267,59 +267,89 @@ fn demo_records_checks_and_summarizes() {
 }
 
 /// The uid of a running process, from `/proc/<pid>/status`.
-fn uid_of(pid: i32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+/// The first value of `field` (e.g. `Uid:`) in `/proc/<pid>/status`, and the whole line.
+fn status_field(pid: i32, field: &str) -> (Option<u32>, String) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = s
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_default()
+        .to_owned();
+    let first = line.split_whitespace().next().and_then(|v| v.parse().ok());
+    (first, line)
 }
 
+fn uid_of(pid: i32) -> Option<u32> {
+    status_field(pid, "Uid:").0
+}
+
+/// Started as root, `nvr run` gives every camera's ingest the uid and gid 61000 + its stream
+/// id and no supplementary groups, by default; a `file:` source in a directory only root may
+/// read still records (the supervisor opens it); a range holding an assigned id is refused.
 #[test]
-fn hardened_mode_runs_ingests_as_another_uid() {
+fn as_root_each_camera_runs_under_a_uid_of_its_own() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: hardened mode needs root");
+        eprintln!("SKIPPED: per-camera uids need root");
         return;
     }
-    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2")]);
-    // The ingest user must be able to read the clip.
+    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2"), ("b", "synthetic:?speed=2")]);
     use std::os::unix::fs::PermissionsExt;
-    for p in [tmp.path().to_path_buf(), tmp.path().join("clip.h264")] {
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    if let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() {
+        let n = nobody.uid.as_raw();
+        let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .args(["run", "--ingest-uids", &format!("{}-{}", n - 1, n + 1)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("is not free") && stderr.contains("belongs to"),
+            "{stderr}"
+        );
     }
-    // Never the syncer's own uid.
-    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
-        .arg("--data-dir")
-        .arg(&d.root)
-        .args(["run", "--ingest-user", "root"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the syncer's own"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
-    let mut nvr = e2e::start_nvr_run(&d, &["--ingest-user", "nobody"]);
-    wait_until("a recording", Duration::from_secs(30), || {
-        committed(&d) >= 1
-    });
-    let ingest = pids_mentioning(&needle)
-        .into_iter()
-        .find(|(_, c)| c.contains("nvr-ingest"))
+    let mut nvr = e2e::start_nvr_run(&d, &[]);
+    wait_until(
+        "a recording of each camera",
+        Duration::from_secs(60),
+        || {
+            let status =
+                syncer::admin_client::AdminClient::connect(&d).and_then(|mut a| a.status());
+            status.is_ok_and(|s| s.streams.iter().all(|s| s.committed_recordings >= 1))
+        },
+    );
+    let cameras = syncer::admin_client::AdminClient::connect(&d)
+        .and_then(|mut a| a.cameras())
         .unwrap();
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    assert_eq!(uid_of(ingest.0), Some(nobody.uid.as_raw()));
+    for camera in &cameras {
+        let (pid, _) = pids_mentioning(&format!("nvr-ingest --camera {} ", camera.name))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{}'s ingest runs", camera.name));
+        let want = 61000 + camera.id as u32;
+        let (_, uids) = status_field(pid, "Uid:");
+        let (_, gids) = status_field(pid, "Gid:");
+        let (_, groups) = status_field(pid, "Groups:");
+        assert!(
+            uids.split_whitespace().all(|u| u == want.to_string()),
+            "{uids}"
+        );
+        assert!(
+            gids.split_whitespace().all(|g| g == want.to_string()),
+            "{gids}"
+        );
+        assert_eq!(groups.trim(), "", "no supplementary groups");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let fsize = limits
+            .lines()
+            .find(|l| l.starts_with("Max file size"))
+            .unwrap();
+        assert!(!fsize.contains("unlimited"), "{fsize}");
+    }
     assert_eq!(uid_of(syncer_pid(&needle).unwrap()), Some(0));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", ingest.0)).unwrap();
-    let fsize = limits
-        .lines()
-        .find(|l| l.starts_with("Max file size"))
-        .unwrap();
-    assert!(!fsize.contains("unlimited"), "{fsize}");
     nvr.signal(Signal::SIGTERM);
     assert!(nvr.wait(Duration::from_secs(60)).success());
     let violations = e2e::check(&d);

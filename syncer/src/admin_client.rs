@@ -19,8 +19,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use protocol::messages::{
-    AdminReply, AdminRequest, CameraConfig, CameraInfo, Hello, MAX_RECORDINGS_PER_PAGE, ROLE_ADMIN,
-    RecordingSummary, StatusReport,
+    AdminReply, AdminRequest, CameraConfig, CameraInfo, DroppedIngest, Hello,
+    MAX_RECORDINGS_PER_PAGE, ROLE_ADMIN, RecordingSummary, StatusReport,
 };
 use protocol::wire::{Conn, WireError};
 use thiserror::Error;
@@ -183,6 +183,14 @@ impl AdminClient {
             (AdminReply::IngestConnection, Some(fd)) => Ok(fd),
             (AdminReply::Error { message }, None) => Err(AdminError::Refused(message)),
             (other, _) => Err(unexpected(other, "IngestConnection with a descriptor")),
+        }
+    }
+
+    /// The ingests the syncer dropped for breaking a rule since sequence number `after`.
+    pub fn dropped_ingests(&mut self, after: u64) -> Result<Vec<DroppedIngest>, AdminError> {
+        match self.request(&AdminRequest::DroppedIngests { after })? {
+            AdminReply::DroppedIngests(d) => Ok(d),
+            other => Err(unexpected(other, "DroppedIngests")),
         }
     }
 

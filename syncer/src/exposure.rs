@@ -5,16 +5,22 @@
 //! one could go on writing through it (36 MiB into a committed file once made the free-space
 //! guard delete another camera's recordings). So until the ingest *process* is gone (not
 //! only its connection: it may close the socket and keep the descriptors), every file it was
-//! handed is *exposed*. [`Exposure::enforce`] looks at the files the process holds right now
-//! (`/proc/PID/fd`: at most its `RLIMIT_NOFILE`, so the work is bounded whatever the archive)
-//! and cuts any that holds more than it may back to that length, fsynced. `O_APPEND` kept the
-//! bytes below it as they were, so a committed recording's bytes and hash are intact again.
+//! handed is *exposed*, and the syncer keeps a descriptor of its own to each (a duplicate of
+//! the one it handed). [`Exposure::enforce`] looks at every exposed file through that
+//! descriptor and cuts any that holds more than it may back to that length, fsynced.
+//! `O_APPEND` kept the bytes below it as they were, so a committed recording's bytes and hash
+//! are intact again. Files stay exposed while the process holds them (`/proc/PID/fd`, listed
+//! *before* the files are looked at, so that a write followed by a close is still seen);
+//! the process holds at most its `RLIMIT_NOFILE`, so the work is bounded whatever the archive.
+//! Once the process is gone, [`Exposure::last_look`] looks at each file one final time.
 //!
 //! What a file may hold: while growing, what was acknowledged plus the write window; once the
 //! syncer is done with it, its committed (or salvaged) length; a discarded file, what it could
-//! hold while growing (never more). Only growth is policed: allocation past the end is the
-//! close's to release and check (`crate::durability`), since file systems preallocate for
-//! growing files on their own. A settled file the process no longer holds is forgotten: it
+//! hold while growing (never more). What it may occupy on disk: once settled, that length as
+//! the close allows it (`durability::allocation_allowed`: the close released any
+//! preallocation); while growing, twice that, since file systems preallocate for growing files
+//! on their own (XFS's speculative preallocation grows with the file, up to its size), and the
+//! close releases and checks the rest. A settled file the process no longer holds is forgotten: it
 //! cannot open it again (the sandbox allows it no file-system access, and the file is not its
 //! own). The descriptors are listed for every thread of the process (`/proc/PID/task/*/fd`):
 //! a process whose main thread has exited lists none under `/proc/PID/fd`.
@@ -24,8 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::os::fd::AsFd;
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
 
 use protocol::CompositeId;
 
@@ -48,13 +53,28 @@ pub fn inode_key(fd: impl AsFd) -> io::Result<InodeKey> {
 #[derive(Debug)]
 struct Exposed {
     id: CompositeId,
+    /// The syncer's own descriptor to the file (a duplicate of the handed one: writable, so
+    /// that it can cut the file back).
+    fd: OwnedFd,
     /// What the file may hold.
     allowed_bytes: u64,
     /// The syncer is done with it (committed, salvaged or discarded).
     settled: bool,
 }
 
-/// A file found holding more than it may, and what was done about it.
+impl Exposed {
+    /// What the file may occupy on disk: see the module docs.
+    fn allocation_allowed(&self) -> u64 {
+        let settled = crate::durability::allocation_allowed(self.allowed_bytes);
+        if self.settled {
+            settled
+        } else {
+            settled.saturating_add(self.allowed_bytes)
+        }
+    }
+}
+
+/// A file found holding or occupying more than it may, and what was done about it.
 #[derive(Debug)]
 pub struct Breach {
     pub id: CompositeId,
@@ -89,17 +109,25 @@ impl Exposure {
         })
     }
 
-    /// The process has handed `id`'s file (`key`), which may hold `allowed_bytes`.
-    pub fn expose(&mut self, key: InodeKey, id: CompositeId, allowed_bytes: u64) {
+    /// The process is handed `id`'s file on `handed`, which may hold `allowed_bytes`.
+    pub fn expose(
+        &mut self,
+        handed: impl AsFd,
+        id: CompositeId,
+        allowed_bytes: u64,
+    ) -> io::Result<()> {
         if self.unwatchable {
-            return;
+            return Ok(());
         }
+        let key = inode_key(&handed)?;
         let e = Exposed {
             id,
+            fd: handed.as_fd().try_clone_to_owned()?,
             allowed_bytes,
             settled: false,
         };
         self.files.insert(key, e);
+        Ok(())
     }
 
     /// `id`'s file may now hold `allowed_bytes` (a progress report was acknowledged).
@@ -133,14 +161,12 @@ impl Exposure {
         start_ticks(self.pid) != Some(self.start_ticks)
     }
 
-    /// Looks at every exposed file the process holds now; cuts back each that holds more
-    /// than it may. `Err` when the process's descriptors cannot be listed (no privilege; a
-    /// process that is gone lists none).
+    /// Looks at every exposed file; cuts back each that holds more than it may, and forgets
+    /// the settled ones the process no longer holds. `Err` when the process's descriptors
+    /// cannot be listed (no privilege; a process that is gone lists none).
     pub fn enforce(&mut self) -> io::Result<Vec<Breach>> {
-        let mut breaches = Vec::new();
-        let mut held = BTreeSet::new();
-        let paths = match self.held_descriptors() {
-            Ok(p) => p,
+        let held = match self.held_files() {
+            Ok(h) => h,
             Err(e) => {
                 self.unwatchable |= e.kind() == io::ErrorKind::PermissionDenied;
                 if self.unwatchable {
@@ -149,32 +175,51 @@ impl Exposure {
                 return Err(e);
             }
         };
-        for path in paths {
-            // Follows the link to the open file itself, even when it has been unlinked.
-            let Ok(st) = nix::sys::stat::stat(&path) else {
+        let breaches = self.look();
+        self.files.retain(|k, e| !e.settled || held.contains(k));
+        Ok(breaches)
+    }
+
+    /// The final look, once the process is gone: what it wrote before it went is cut back.
+    pub fn last_look(mut self) -> Vec<Breach> {
+        self.look()
+    }
+
+    /// Every exposed file past its allowance, cut back.
+    fn look(&mut self) -> Vec<Breach> {
+        let mut breaches = Vec::new();
+        for e in self.files.values() {
+            let Ok(st) = nix::sys::stat::fstat(&e.fd) else {
                 continue;
             };
-            let key = InodeKey {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            };
-            let Some(e) = self.files.get_mut(&key) else {
-                continue;
-            };
-            held.insert(key);
             let size_bytes = st.st_size as u64;
-            if size_bytes > e.allowed_bytes {
+            let allocated_bytes = (st.st_blocks as u64).saturating_mul(512);
+            if size_bytes > e.allowed_bytes || allocated_bytes > e.allocation_allowed() {
                 breaches.push(Breach {
                     id: e.id,
                     size_bytes,
-                    allocated_bytes: (st.st_blocks as u64).saturating_mul(512),
+                    allocated_bytes,
                     allowed_bytes: e.allowed_bytes,
-                    repair: cut_back(&path, key, e.allowed_bytes),
+                    repair: cut_back(&e.fd, size_bytes.min(e.allowed_bytes)),
                 });
             }
         }
-        self.files.retain(|k, e| !e.settled || held.contains(k));
-        Ok(breaches)
+        breaches
+    }
+
+    /// The exposed files among those the process holds open now.
+    fn held_files(&self) -> io::Result<BTreeSet<InodeKey>> {
+        let mut held = BTreeSet::new();
+        for path in self.held_descriptors()? {
+            // Follows the link to the open file itself, even when it has been unlinked.
+            if let Ok(st) = nix::sys::stat::stat(&path) {
+                held.insert(InodeKey {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                });
+            }
+        }
+        Ok(held)
     }
 
     /// The `/proc/PID/task/TID/fd/N` links of every thread of the process (they share one
@@ -202,27 +247,12 @@ impl Exposure {
     }
 }
 
-/// Truncates the file open as `path` (a `/proc/.../fd/N` link) to `len_bytes` and fsyncs it,
-/// through a descriptor of the syncer's own, after checking that what it opened is still the
-/// regular file `key`: the ingest may have put another file at that descriptor number since it
-/// was looked at. Opened non-blocking, so that a FIFO put there cannot hang the syncer.
-fn cut_back(path: &Path, key: InodeKey, len_bytes: u64) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(path)?;
-    let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
-    let is_file = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
-    if !is_file || (st.st_dev, st.st_ino) != (key.dev, key.ino) {
-        return Err(io::Error::other(
-            "the descriptor now names another file; left alone",
-        ));
-    }
-    if (st.st_size as u64) > len_bytes {
-        f.set_len(len_bytes)?;
-    }
-    f.sync_all()
+/// Truncates the file to `len_bytes` through the syncer's own descriptor `fd`, which also
+/// releases blocks allocated past it, and fsyncs it.
+fn cut_back(fd: &OwnedFd, len_bytes: u64) -> io::Result<()> {
+    let len = i64::try_from(len_bytes).map_err(io::Error::other)?;
+    nix::unistd::ftruncate(fd, len).map_err(io::Error::from)?;
+    nix::unistd::fsync(fd).map_err(io::Error::from)
 }
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks after boot), or `None` if the
@@ -252,31 +282,46 @@ mod tests {
         assert!(Exposure::of_process(i32::MAX).is_none());
     }
 
-    /// This process plays the ingest: a file it holds past what it may is cut back to it;
-    /// one within is left alone; a settled file it closed is forgotten.
+    /// A `sleep` child plays the ingest, holding `over` and `within` (as its stdin and
+    /// stdout); this process writes as it could through them. A file past what it may hold is
+    /// cut back to it, one within is left alone, a settled file the child does not hold is
+    /// looked at once more (a write then a close is still seen) and forgotten.
     #[test]
     fn held_files_past_their_allowance_are_cut_back() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut me = Exposure::of_process(std::process::id() as i32).unwrap();
         let mut over = std::fs::File::create(tmp.path().join("over")).unwrap();
         let mut within = std::fs::File::create(tmp.path().join("within")).unwrap();
-        let closed = std::fs::File::create(tmp.path().join("closed")).unwrap();
+        let mut closed = std::fs::File::create(tmp.path().join("closed")).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(over.try_clone().unwrap())
+            .stdout(within.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let mut me = Exposure::of_process(child.id() as i32).unwrap();
         over.write_all(&[1; 5000]).unwrap();
         within.write_all(&[2; 100]).unwrap();
-        me.expose(inode_key(&over).unwrap(), id(1), 1000);
-        me.expose(inode_key(&within).unwrap(), id(2), 1000);
-        me.expose(inode_key(&closed).unwrap(), id(3), 0);
+        me.expose(&over, id(1), 1000).unwrap();
+        me.expose(&within, id(2), 1000).unwrap();
+        me.expose(&closed, id(3), 0).unwrap();
         me.settle(id(1), Some(1000));
         me.settle(id(3), Some(0));
+        closed.write_all(&[3; 10]).unwrap();
         drop(closed);
         let breaches = match me.enforce() {
             Ok(b) => b,
             Err(e) => panic!("listing our own descriptors: {e}"),
         };
-        assert_eq!(breaches.len(), 1, "{breaches:?}");
-        let b = &breaches[0];
-        assert_eq!((b.id, b.size_bytes, b.allowed_bytes), (id(1), 5000, 1000));
+        assert_eq!(breaches.len(), 2, "{breaches:?}");
+        let b = breaches.iter().find(|b| b.id == id(1)).unwrap();
+        assert_eq!((b.size_bytes, b.allowed_bytes), (5000, 1000));
         assert!(b.repair.is_ok());
+        let b = breaches.iter().find(|b| b.id == id(3)).unwrap();
+        assert_eq!((b.size_bytes, b.allowed_bytes), (10, 0));
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("closed")).unwrap().len(),
+            0
+        );
         assert_eq!(over.metadata().unwrap().len(), 1000);
         assert_eq!(within.metadata().unwrap().len(), 100);
         assert_eq!(me.files.len(), 2, "the closed, settled file is forgotten");
@@ -288,5 +333,64 @@ mod tests {
         let b = me.enforce().unwrap();
         assert_eq!((b[0].id, b[0].allowed_bytes), (id(2), 1000));
         assert_eq!(within.metadata().unwrap().len(), 1000);
+        // Once the child is gone, a last look cuts back what was written before it went.
+        over.write_all(&[1; 10]).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(me.is_gone());
+        let b = me.last_look();
+        assert_eq!((b.len(), b[0].id), (1, id(1)));
+        assert_eq!(over.metadata().unwrap().len(), 1000);
+    }
+
+    /// Blocks preallocated past the end (`FALLOC_FL_KEEP_SIZE`) count: a settled file may
+    /// occupy what its close allows, a growing one twice that; past it, the blocks are
+    /// released and the size left as it was.
+    #[test]
+    fn preallocation_past_the_allowance_is_released() {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut settled = std::fs::File::create(tmp.path().join("settled")).unwrap();
+        let growing = std::fs::File::create(tmp.path().join("growing")).unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(settled.try_clone().unwrap())
+            .stdout(growing.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let child = KillOnDrop(child);
+        let mut me = Exposure::of_process(child.0.id() as i32).unwrap();
+        settled.write_all(&[1; 1000]).unwrap();
+        me.expose(&settled, id(1), 1000).unwrap();
+        me.expose(&growing, id(2), 1 << 20).unwrap();
+        me.settle(id(1), Some(1000));
+        if let Err(e) = fallocate(&settled, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 1 << 20) {
+            eprintln!("SKIPPED: fallocate on this file system: {e}");
+            return;
+        }
+        // Within twice its allowance, a growing file may hold preallocated blocks.
+        fallocate(&growing, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 2 << 20).unwrap();
+        let b = me.enforce().unwrap();
+        assert_eq!(b.len(), 1, "{b:?}");
+        assert_eq!((b[0].id, b[0].size_bytes), (id(1), 1000));
+        assert!(b[0].allocated_bytes >= 1 << 20, "{b:?}");
+        let meta = settled.metadata().unwrap();
+        assert_eq!(meta.len(), 1000);
+        assert!(meta.blocks() * 512 <= crate::durability::allocation_allowed(1000));
+        fallocate(&growing, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 4 << 20).unwrap();
+        let b = me.enforce().unwrap();
+        assert_eq!((b.len(), b[0].id), (1, id(2)));
+        assert!(growing.metadata().unwrap().blocks() * 512 <= 3 << 20);
+    }
+
+    /// Kills the child when dropped (a failed assertion included).
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }

@@ -11,6 +11,7 @@
 pub mod admin_client;
 pub mod check;
 pub mod db;
+mod dropped;
 pub mod durability;
 pub mod error;
 pub mod exposure;

@@ -44,6 +44,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{debug, error, info, warn};
 
 use crate::db::{Database, RecordingToInsert, StreamConfig, StreamRow};
+use crate::dropped::DroppedLog;
 use crate::durability::{PendingSave, SaveFailure};
 use crate::error::Error;
 use crate::exposure::{self, Exposure};
@@ -136,6 +137,8 @@ struct Connection {
     greeted: bool,
     /// The files its process was handed (from the hello on; see `crate::exposure`).
     exposure: Option<Exposure>,
+    /// Its process, as the kernel recorded it with the hello, if known.
+    pid: Option<i32>,
 }
 
 /// Where an admin request's answer goes.
@@ -271,6 +274,7 @@ where
         grace: opts.shutdown_grace,
         removals: Vec::new(),
         orphans: Vec::new(),
+        dropped: DroppedLog::default(),
         exposures_checked: Instant::now(),
         exposures_unwatchable: false,
     };
@@ -316,6 +320,8 @@ struct Core<D: Dir> {
     exposures_checked: Instant,
     /// An ingest's descriptors could not be listed (no privilege), said once.
     exposures_unwatchable: bool,
+    /// Ingests dropped for breaking a rule, for the supervisor to end.
+    dropped: DroppedLog,
 }
 
 impl<D: Dir> Core<D>
@@ -467,6 +473,7 @@ where
             return;
         };
         c.exposure = pid.and_then(Exposure::of_process);
+        c.pid = pid;
         let stream_id = c.session.stream_id();
         let Some(row) = self
             .syncer
@@ -518,11 +525,10 @@ where
             }
             Ok(Action::Opened(id, file)) => {
                 let fd: OwnedFd = file.into();
-                if let Some(e) = c.exposure.as_mut() {
-                    match exposure::inode_key(&fd) {
-                        Ok(key) => e.expose(key, id, WRITE_WINDOW_BYTES),
-                        Err(err) => warn!(recording = %id, error = %err, "cannot watch its file"),
-                    }
+                if let Some(e) = c.exposure.as_mut()
+                    && let Err(err) = e.expose(&fd, id, WRITE_WINDOW_BYTES)
+                {
+                    warn!(recording = %id, error = %err, "cannot watch its file");
                 }
                 self.send(conn, IngestReply::Opened { id }, Some(fd))
             }
@@ -572,9 +578,14 @@ where
         Ok(())
     }
 
-    /// Answers `message` as a fatal error and drops the connection.
+    /// Answers `message` as a fatal error and drops the connection; the supervisor learns of
+    /// it ([`DroppedLog`]) and ends the process.
     fn refuse(&mut self, conn: ConnId, message: String) {
-        warn!(conn, %message, "dropping ingest connection");
+        if let Some(c) = self.conns.get(&conn) {
+            let name = self.stream_name(c.session.stream_id());
+            warn!(conn, stream = %name, pid = ?c.pid, %message, "dropping ingest connection");
+            self.dropped.record(name, c.pid, message.clone());
+        }
         self.send(
             conn,
             IngestReply::Error {
@@ -627,9 +638,7 @@ where
             if let (Some(id), Ok(None)) = (growing, &salvage) {
                 e.settle(id, None); // discarded: nothing to salvage
             }
-            if !e.is_gone() {
-                self.orphans.push(e);
-            }
+            self.orphans.push(e); // Looked at one last time once the process is gone.
         }
         match salvage {
             Ok(Some(pending)) => self.dispatch(conn, true, pending),
@@ -656,8 +665,18 @@ where
     /// dropped. Processes that have exited are forgotten.
     fn enforce_exposures(&mut self) {
         self.exposures_checked = Instant::now();
-        self.orphans.retain(|e| !e.is_gone());
+        let (gone, orphans) = std::mem::take(&mut self.orphans)
+            .into_iter()
+            .partition::<Vec<_>, _>(|e| e.is_gone());
+        self.orphans = orphans;
+        for e in gone {
+            let pid = e.pid();
+            for b in e.last_look() {
+                log_breach(pid, &b);
+            }
+        }
         let mut offenders = Vec::new();
+        let mut gone_offenders = Vec::new();
         let live = self
             .conns
             .iter_mut()
@@ -675,29 +694,26 @@ where
                 }
             };
             for b in breaches {
-                error!(
-                    stream = b.id.stream(),
-                    recording = %b.id,
-                    pid = e.pid(),
-                    size_bytes = b.size_bytes,
-                    allocated_bytes = b.allocated_bytes,
-                    allowed_bytes = b.allowed_bytes,
-                    cut_back = ?b.repair,
-                    "an ingest wrote past what its recording may hold: cut back"
-                );
-                if let Some(conn) = conn {
-                    offenders.push((conn, b));
+                log_breach(e.pid(), &b);
+                match conn {
+                    Some(conn) => offenders.push((conn, b)),
+                    None => gone_offenders.push((e.pid(), b)),
                 }
             }
         }
+        let breach = |b: &exposure::Breach| {
+            format!(
+                "recording {} held {} bytes ({} on disk), more than the {} it may: cut back",
+                b.id, b.size_bytes, b.allocated_bytes, b.allowed_bytes
+            )
+        };
         for (conn, b) in offenders {
-            self.refuse(
-                conn,
-                format!(
-                    "recording {} held {} bytes ({} on disk), more than the {} it may: cut back",
-                    b.id, b.size_bytes, b.allocated_bytes, b.allowed_bytes
-                ),
-            );
+            self.refuse(conn, breach(&b));
+        }
+        for (pid, b) in gone_offenders {
+            let name = self.stream_name(b.id.stream());
+            let reason = format!("after its connection ended, {}", breach(&b));
+            self.dropped.record(name, Some(pid), reason);
         }
     }
 
@@ -796,6 +812,9 @@ where
                 Ok(r) => Ok((AdminReply::Recordings(r), None)),
                 Err(e) => error(e.to_string()),
             },
+            AdminRequest::DroppedIngests { after } => {
+                Ok((AdminReply::DroppedIngests(self.dropped.since(after)), None))
+            }
             AdminRequest::Shutdown => {
                 self.begin_stop("asked on the admin socket");
                 Ok((AdminReply::Ok, None))
@@ -845,6 +864,14 @@ where
                 unreachable!("handled by Core::remove_camera, which may answer later")
             }
         }
+    }
+
+    /// The name of stream `id`, or its number if it has none (removed meanwhile).
+    fn stream_name(&self, id: i32) -> String {
+        let rows = self.syncer.stream_rows();
+        rows.into_iter()
+            .find(|r| r.id == id)
+            .map_or_else(|| format!("stream {id}"), |r| r.name)
     }
 
     fn row_named(&self, name: &str) -> Option<StreamRow> {
@@ -973,6 +1000,7 @@ where
                 out: out_tx,
                 greeted: false,
                 exposure: None,
+                pid: None,
             },
         );
         self.by_stream.insert(stream, conn);
@@ -1050,6 +1078,20 @@ where
             })
             .collect())
     }
+}
+
+/// Logs a file found holding more than it may, and its cut back.
+fn log_breach(pid: i32, b: &exposure::Breach) {
+    error!(
+        stream = b.id.stream(),
+        recording = %b.id,
+        pid,
+        size_bytes = b.size_bytes,
+        allocated_bytes = b.allocated_bytes,
+        allowed_bytes = b.allowed_bytes,
+        cut_back = ?b.repair,
+        "an ingest wrote past what its recording may hold: cut back"
+    );
 }
 
 fn admin_error(message: String) -> (AdminReply, Option<OwnedFd>) {

@@ -246,7 +246,20 @@ pub fn start_nvr_run(d: &DataDir, extra: &[&str]) -> Proc {
 
 /// [`start_nvr_run`], its log (stderr, with its children's) going to the file `log` if given.
 pub fn start_nvr_run_logged(d: &DataDir, extra: &[&str], log: Option<&Path>) -> Proc {
-    let mut cmd = Command::new(binary("nvr"));
+    start_nvr_run_from(&binary("nvr"), d, extra, log, &[])
+}
+
+/// [`start_nvr_run_logged`] of the `nvr` binary at `nvr` (whose directory holds the
+/// `nvr-syncer` and `nvr-ingest` it starts), with extra environment variables `env`.
+pub fn start_nvr_run_from(
+    nvr: &Path,
+    d: &DataDir,
+    extra: &[&str],
+    log: Option<&Path>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Proc {
+    let mut cmd = Command::new(nvr);
+    cmd.envs(env.iter().copied());
     cmd.arg("--data-dir")
         .arg(&d.root)
         .arg("run")

@@ -25,7 +25,7 @@ use protocol::{Clock, Conn, RealClock, WireError};
 use tracing::{error, info, info_span, warn};
 
 /// The descriptor of the syncer connection.
-const SYNCER_FD: RawFd = 3;
+const SYNCER_FD: RawFd = protocol::wire::INGEST_CONNECTION_FD;
 
 /// How long a shutdown waits for the syncer to accept the last close.
 const SHUTDOWN_ACCEPT_WAIT: Duration = Duration::from_secs(10);
@@ -98,6 +98,11 @@ struct Args {
     /// current one; overrides the syncer's setting for the stream.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ROTATE_SEC)))]
     rotate_sec: Option<u32>,
+
+    /// Read a `file:` source from this inherited descriptor (opened read-only by the
+    /// supervisor) instead of opening its path; the path still names it in logs.
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(i64::from(SYNCER_FD) + 1..))]
+    source_fd: Option<RawFd>,
 }
 
 /// Why the process exits with a nonzero status.
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), Failure> {
     // First, before anything else can open a descriptor that lands on 3.
     let conn = syncer_connection()?;
+    let source_file = args.source_fd.map(inherited_source).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
@@ -163,7 +169,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     }
     let handshaken = Handshaken::new(conn).map_err(Failure::link)?;
     let clock: Arc<dyn Clock> = Arc::new(RealClock);
-    let opened = Opened::open(&args.source, clock.clone(), stop.clone())?;
+    let opened = Opened::open(&args.source, source_file, clock.clone(), stop.clone())?;
     enter_sandbox(&opened)?;
     // The client's reader thread is born in the sandbox.
     let client = handshaken.start().map_err(Failure::link)?;
@@ -258,9 +264,14 @@ enum Opened {
 }
 
 impl Opened {
-    fn open(url: &str, clock: Arc<dyn Clock>, stop: Arc<AtomicBool>) -> Result<Opened, Failure> {
+    fn open(
+        url: &str,
+        file: Option<std::fs::File>,
+        clock: Arc<dyn Clock>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Opened, Failure> {
         if !url.starts_with("rtsp:") {
-            return Source::prepare(url)
+            return Source::prepare_with(url, file)
                 .map(Opened::Source)
                 .map_err(Failure::source);
         }
@@ -357,6 +368,23 @@ fn finish(writer: &mut Writer<Client>, reason: &str) -> Result<(), Failure> {
         Err(WriterError::Link(e)) => Err(Failure::link(e)),
         Err(e) => Err(Failure::new(status::CONNECTION_LOST, e)),
     }
+}
+
+/// Takes the inherited descriptor `fd` (`--source-fd`) as a `file:` source's file: it must be
+/// open for reading.
+fn inherited_source(fd: RawFd) -> Result<std::fs::File, Failure> {
+    let usage = |what: &str| Failure::new(status::USAGE, format!("--source-fd {fd} {what}"));
+    // SAFETY: fcntl(F_GETFL) only reads the descriptor's flags; any integer is fine to ask.
+    let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFL) };
+    if flags == -1 {
+        return Err(usage("is not open"));
+    }
+    if flags & nix::libc::O_ACCMODE == nix::libc::O_WRONLY {
+        return Err(usage("is not open for reading"));
+    }
+    // SAFETY: `fd` is open (checked above), was inherited for this purpose, and nothing in
+    // this process has taken it: this runs right after fd 3 is taken, and only once.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Takes fd 3 as the syncer connection, checking that it is a connected Unix stream socket.

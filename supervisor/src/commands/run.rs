@@ -10,7 +10,8 @@ use syncer::layout::DataDir;
 
 use super::CmdResult;
 use crate::cli::RunArgs;
-use crate::supervise::{self, Backoff, Config, IngestUser, Intensity, Supervisor};
+use crate::ingest_uids::{self, IngestUids};
+use crate::supervise::{self, Backoff, Config, Intensity, Supervisor};
 
 /// The directory holding `nvr` and its sibling binaries `nvr-syncer` and `nvr-ingest`.
 pub fn bin_dir() -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -32,31 +33,29 @@ pub fn bin_dir() -> Result<PathBuf, Box<dyn std::error::Error>> {
     Ok(dir)
 }
 
-/// Resolves `--ingest-user` for hardened mode: only as root, never the syncer's own uid.
-fn ingest_user(name: Option<&str>) -> Result<Option<IngestUser>, Box<dyn std::error::Error>> {
-    let Some(name) = name else {
-        return Ok(None);
-    };
+/// Resolves `--ingest-uids`: per-camera uids as root (the default range unless one is given),
+/// none otherwise; a range asked for without root is an error, not a silent downgrade.
+fn ingest_uids(
+    asked: Option<IngestUids>,
+) -> Result<Option<IngestUids>, Box<dyn std::error::Error>> {
     let me = nix::unistd::geteuid();
     if !me.is_root() {
-        return Err(format!(
-            "--ingest-user needs nvr run to be started as root (running as uid {me})"
-        )
-        .into());
+        if let Some(r) = asked {
+            return Err(format!(
+                "--ingest-uids {r} needs nvr run to be started as root (running as uid {me})"
+            )
+            .into());
+        }
+        tracing::info!(uid = %me, "not started as root: ingests run under this uid, sandboxed");
+        return Ok(None);
     }
-    let user = nix::unistd::User::from_name(name)?
-        .ok_or_else(|| format!("no user named {name:?} (--ingest-user)"))?;
-    if user.uid == me {
-        return Err(format!(
-            "--ingest-user {name} has uid {}, the syncer's own: ingests must run as another uid",
-            user.uid
-        )
-        .into());
-    }
-    Ok(Some(IngestUser {
-        uid: user.uid,
-        gid: user.gid,
-    }))
+    let range = match asked {
+        Some(r) => r,
+        None => ingest_uids::DEFAULT.parse()?,
+    };
+    range.check_unassigned()?;
+    tracing::info!(%range, "each camera's ingest runs under a uid of its own");
+    Ok(Some(range))
 }
 
 /// Tells systemd the service is ready, when started as a `Type=notify` unit.
@@ -102,7 +101,7 @@ pub fn config(
     Ok(Config {
         data_dir: d.clone(),
         bin_dir: bin_dir()?,
-        ingest_user: ingest_user(args.ingest_user.as_deref())?,
+        ingest_uids: ingest_uids(args.ingest_uids)?,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_sec),
         backoff: Backoff {
             initial: Duration::from_millis(args.restart_backoff_ms),
