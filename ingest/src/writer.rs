@@ -62,7 +62,9 @@
 //! stream's *stagger*: `rotate × frac(stream_id × 0x9E3779B9 / 2^32)` (Fibonacci hashing: the
 //! fractional parts of multiples of the golden ratio spread evenly, so streams 1, 2, 3, ... get
 //! offsets near 0.62, 0.24, 0.85, ... of the interval). Streams started together then rotate
-//! at different moments instead of all fsyncing at once.
+//! at different moments instead of all fsyncing at once. Where the stagger would leave less
+//! than [`MIN_RECORDING_DURATION_90K`] (1 s), the first target is one interval longer: the
+//! syncer lets a run go on only from a recording at least that long.
 //!
 //! A rotation also waits for the stream's open budget (`protocol::limits::OpenBudget`, which
 //! the syncer enforces by its monotonic clock; measured here by the writer's, not by the
@@ -75,6 +77,13 @@
 //! [`MEDIA_DURATION_CAP_90K`] (no key frame for minutes, or a pts gap) closes the recording
 //! without it, with a trailing zero, and ends the run; a frame that would exceed the samples
 //! or bytes of one recording rotates on that frame.
+//!
+//! No recording shorter than [`MIN_RECORDING_DURATION_90K`] of media (with its last sample's
+//! duration) continues its run: the syncer refuses to (each recording costs an inode, an id
+//! and a row). Rotation targets are at least that long; a sample entry change or a bytes
+//! limit that comes sooner (the sample limit cannot: it is over a minute of the shortest
+//! samples) closes with a trailing zero and ends the run, like every close that is a run's
+//! last (shutdown, drop, a source error, a full disk).
 //!
 //! # Closing
 //!
@@ -113,7 +122,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use protocol::limits::{
     MAX_RECORDING_BYTES, MAX_SAMPLE_ENTRIES_PER_STREAM, MAX_SAMPLES_PER_RECORDING,
-    MAX_WALL_DURATION_90K, MIN_SAMPLE_DURATION_90K, OpenBudget, WRITE_WINDOW_BYTES,
+    MAX_WALL_DURATION_90K, MIN_RECORDING_DURATION_90K, MIN_SAMPLE_DURATION_90K, OpenBudget,
+    WRITE_WINDOW_BYTES,
 };
 use protocol::messages::{RecordingTimes, SampleReport};
 use protocol::{Clock, CompositeId, Duration, RetryStopped, TIME_UNITS_PER_SEC, Time, retry};
@@ -131,6 +141,9 @@ pub const MEDIA_DURATION_CAP_90K: i64 = MAX_WALL_DURATION_90K * 2000 / 2001;
 /// Longest rotate interval, in seconds: it leaves 30 s of the 5-minute limit for the key frame
 /// that ends a recording to arrive.
 pub const MAX_ROTATE_SEC: u32 = 270;
+
+// The shortest rotate interval, 1 s, is a recording the syncer lets a run go on from.
+const _: () = assert!(TIME_UNITS_PER_SEC >= MIN_RECORDING_DURATION_90K);
 
 /// Longest local time between two progress reports of a recording (see the module docs).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -418,6 +431,18 @@ pub fn stagger_90k(stream_id: i32, rotate_90k: i64) -> i64 {
     ((fraction * rotate) >> 32) as i64
 }
 
+/// The rotation target of a run's first recording, 90 kHz: `rotate_90k` less the stream's
+/// stagger, or one interval more where that is less than [`MIN_RECORDING_DURATION_90K`] (the
+/// recording would end its run). In `MIN_RECORDING_DURATION_90K..2 * rotate_90k`.
+fn first_rotate_90k(stream_id: i32, rotate_90k: i64) -> i64 {
+    let target = rotate_90k - stagger_90k(stream_id, rotate_90k);
+    if target < MIN_RECORDING_DURATION_90K {
+        target + rotate_90k
+    } else {
+        target
+    }
+}
+
 /// The writer state machine; see the module docs.
 pub struct Writer<L: SyncerLink> {
     link: L,
@@ -425,7 +450,8 @@ pub struct Writer<L: SyncerLink> {
     stop: Arc<AtomicBool>,
     /// Rotation target of every recording but a run's first, 90 kHz.
     rotate_90k: i64,
-    /// Rotation target of a run's first recording: the interval minus the stagger, 90 kHz.
+    /// Rotation target of a run's first recording: the interval minus the stagger (see
+    /// [`first_rotate_90k`]), 90 kHz.
     first_rotate_90k: i64,
     accept_timeout: std::time::Duration,
     /// Sample entries added on this connection, with their ids.
@@ -537,7 +563,8 @@ impl<F> Recording<F> {
     }
 
     /// Checks `frame` against the recording and decides whether to close first; a rotation
-    /// only if `may_rotate` (the open budget allows the next recording's open).
+    /// only if `may_rotate` (the open budget allows the next recording's open). A close before
+    /// [`MIN_RECORDING_DURATION_90K`] of media ends the run (see the module docs, "Rotation").
     fn next_step(
         &self,
         frame: &Frame,
@@ -574,7 +601,8 @@ impl<F> Recording<F> {
             return Err(WriterError::SampleEntryChangeNotOnKeyFrame { id, pts_90k });
         }
         let media_90k = self.media_90k() + duration_90k;
-        let next = Some(pts_90k);
+        // Only a recording at least this long may continue its run (rotation targets are).
+        let next = (media_90k >= MIN_RECORDING_DURATION_90K).then_some(pts_90k);
         Ok(if media_90k > MEDIA_DURATION_CAP_90K {
             Step::Close {
                 next_pts_90k: None,
@@ -618,12 +646,14 @@ impl<L: SyncerLink> Writer<L> {
             });
         }
         let rotate_90k = i64::from(config.rotate_sec) * TIME_UNITS_PER_SEC;
+        let first_rotate_90k = first_rotate_90k(config.stream_id, rotate_90k);
+        assert!(first_rotate_90k >= MIN_RECORDING_DURATION_90K);
         Ok(Writer {
             link,
             clock,
             stop,
             rotate_90k,
-            first_rotate_90k: rotate_90k - stagger_90k(config.stream_id, rotate_90k),
+            first_rotate_90k,
             accept_timeout: config.accept_timeout,
             entries: Vec::new(),
             state: State::Idle { run: None },

@@ -27,6 +27,15 @@ pub const MAX_WALL_DURATION_90K: i64 = 5 * 60 * TIME_UNITS_PER_SEC;
 /// Media duration may exceed the wall limit by the 500 ppm correction at most.
 pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K + MAX_WALL_DURATION_90K / 2000;
 
+/// Shortest recording a run may go on from, in media duration (with the last sample's), 90
+/// kHz: 1 s. Each recording costs an inode, a recording id and a row, so a writer that cut
+/// its runs into tiny recordings would spend them by the thousand; an honest writer rotates
+/// at most once per key frame past a rotate interval of at least 1 s, and its first recording
+/// of a run is never shortened below this by the stagger. Only a run's last recording (the
+/// camera session ended, a shutdown, an error, a full disk) may be shorter: the syncer accepts
+/// a shorter recording, but it ends its run, and an open continuing that run is refused.
+pub const MIN_RECORDING_DURATION_90K: i64 = TIME_UNITS_PER_SEC;
+
 /// The write window: bytes a growing recording's file may hold beyond the last progress report
 /// the syncer acknowledged ([`crate::messages::IngestReply::Progressed`]). The writer waits for
 /// an acknowledgement rather than write past it; the syncer checks the file against it at each

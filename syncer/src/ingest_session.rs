@@ -7,7 +7,7 @@
 //! | request | allowed when | effect |
 //! |---|---|---|
 //! | `AddSampleEntry` | fewer than [`MAX_SAMPLE_ENTRIES_PER_STREAM`] added on this connection | insert or look up the entry |
-//! | `OpenRecording` | nothing growing on this connection, entry added on it | new id, file, write-only descriptor; `OpenRefused` if the disk cannot take a file or the stream is past its open budget |
+//! | `OpenRecording` | nothing growing on this connection, entry added on it; a run offset > 0 continues the stream's run, whose latest recording lasted at least [`protocol::limits::MIN_RECORDING_DURATION_90K`] | new id, file, write-only descriptor; `OpenRefused` if the disk cannot take a file or the stream is past its open budget |
 //! | `Progress` | `id` is this connection's growing recording | record the reported samples; answer `Progressed` (the write window) |
 //! | `CloseRecording` | `id` is the growing recording and no other close is outstanding | verify, fsync, hash ([`Action::Save`]); *accepted* after [`IngestSession::saved`] |
 //! | `AbandonRecording` | as `CloseRecording` | salvage to the reported samples now; *accepted* as for a close |

@@ -180,7 +180,8 @@ struct Growing<F> {
     acknowledged_bytes: u64,
 }
 
-/// Where the current run of a stream stands, to check run continuity (invariant 5).
+/// Where the current run of a stream stands, to check run continuity (invariant 5). A run
+/// that cannot go on (a salvage, a rejected close, a restart) has none.
 #[derive(Clone, Copy, Debug)]
 struct RunTail {
     /// Run offset of the run's latest recording.
@@ -189,6 +190,40 @@ struct RunTail {
     expected_start: Option<Time>,
     /// Where that recording ended, once its close was accepted.
     end: Option<Time>,
+    /// That recording, when its accepted close was shorter than
+    /// [`limits::MIN_RECORDING_DURATION_90K`]: it ended the run, which no open may continue.
+    short: Option<ShortRecording>,
+}
+
+/// A recording shorter than [`limits::MIN_RECORDING_DURATION_90K`], which ended its run.
+#[derive(Clone, Copy, Debug)]
+struct ShortRecording {
+    id: CompositeId,
+    media_90k: i64,
+}
+
+impl RunTail {
+    /// Checks an open at `run_offset` against the stream's run, `run`: 0 starts a new run; a
+    /// positive offset must be one past the run's latest recording, whose close was accepted
+    /// and which was not short. The reason of a refusal otherwise.
+    fn check_open(run: Option<RunTail>, run_offset: i32) -> Result<(), String> {
+        if run_offset == 0 {
+            return Ok(());
+        }
+        match run {
+            Some(RunTail { short: Some(r), .. }) if run_offset > 0 => Err(format!(
+                "recording {} was shorter than the minimum duration ({} ticks < {}) and so ended \
+                 its run; a recording continuing it (run offset {run_offset}) is refused",
+                r.id,
+                r.media_90k,
+                limits::MIN_RECORDING_DURATION_90K
+            )),
+            Some(t) if t.end.is_some() && t.run_offset.checked_add(1) == Some(run_offset) => Ok(()),
+            _ => Err(format!(
+                "run offset {run_offset} does not continue the stream's current run"
+            )),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -610,15 +645,7 @@ impl<D: Dir> Syncer<D> {
                 CompositeId::new(stream_id, r)
             )));
         }
-        let continues = match s.run {
-            Some(t) => t.end.is_some() && run_offset == t.run_offset + 1,
-            None => false,
-        };
-        if run_offset < 0 || (run_offset > 0 && !continues) {
-            return Err(reject(format!(
-                "run offset {run_offset} does not continue the stream's current run"
-            )));
-        }
+        RunTail::check_open(s.run, run_offset).map_err(reject)?;
         if s.next_alloc == i32::MAX {
             return Err(reject("recording ids exhausted".to_owned()));
         }
@@ -676,6 +703,7 @@ impl<D: Dir> Syncer<D> {
                 None
             },
             end: None,
+            short: None,
         });
         s.inflight.insert(
             id.recording(),
@@ -729,7 +757,9 @@ impl<D: Dir> Syncer<D> {
     }
 
     /// Step 4: validates a close and hands back the durability work. On rejection the
-    /// recording is discarded.
+    /// recording is discarded and its run ends. A recording shorter than
+    /// [`limits::MIN_RECORDING_DURATION_90K`] (media, with the last sample's duration) is
+    /// accepted, but only as its run's last: no open may continue the run.
     pub fn begin_close(
         &mut self,
         id: CompositeId,
@@ -802,6 +832,10 @@ impl<D: Dir> Syncer<D> {
         };
         if let Some(t) = s.run.as_mut() {
             t.end = Some(req.times.start + Duration(wall));
+            t.short = (media < limits::MIN_RECORDING_DURATION_90K).then_some(ShortRecording {
+                id,
+                media_90k: media,
+            });
         }
         s.inflight.insert(
             id.recording(),

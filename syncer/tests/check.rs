@@ -46,8 +46,8 @@ fn fixture() -> Fixture {
             stream,
             run_offset,
             t,
-            12,
-            700 + run_offset as usize,
+            MIN_RUN_SAMPLES,
+            280 + run_offset as usize,
         )
         .unwrap();
         ids.push(id);
@@ -105,7 +105,7 @@ fn healthy_data_dir_checks_clean_with_and_without_hash() {
     assert!(r.is_clean(), "{:?}", r.violations);
     assert_eq!((r.recordings, r.files, r.bytes_hashed), (3, 3, 0));
 
-    let total: u64 = (700..703).map(|len| 12 * len).sum();
+    let total: u64 = (280..283).map(|len| u64::from(MIN_RUN_SAMPLES) * len).sum();
     let mut last = Progress::default();
     let r = check(&open_db(&fx.env), &fx.env.fs, HASH, &mut |p| last = p).unwrap();
     assert!(r.is_clean(), "{:?}", r.violations);
@@ -290,7 +290,7 @@ fn index_totals_that_disagree_with_the_row_are_an_index_mismatch() {
     assert_eq!(found(&r), one(ViolationKind::IndexMismatch, fx.ids[2]));
     let msg = &r.violations[0].message;
     assert!(
-        msg.contains("samples 12 in the index, 13 in the row"),
+        msg.contains("samples 30 in the index, 31 in the row"),
         "{msg}"
     );
     assert!(msg.contains("trailing-zero flag is set"), "{msg}");
@@ -299,20 +299,20 @@ fn index_totals_that_disagree_with_the_row_are_an_index_mismatch() {
 #[test]
 fn wall_duration_beyond_500_ppm_is_reported() {
     let fx = fixture();
-    // 12 frames of 3000 ticks: 500 ppm of 36000 is 18, plus one tick of rounding.
+    // 30 frames of 3000 ticks: 500 ppm of 90000 is 45, plus one tick of rounding.
     tamper_db(
         &fx.env,
         &format!(
-            "update recording set wall_duration_90k = media_duration_90k + 19
+            "update recording set wall_duration_90k = media_duration_90k + 46
              where composite_id = {};
-             update recording set wall_duration_90k = media_duration_90k - 20,
-                                  start_time_90k = start_time_90k + 19
+             update recording set wall_duration_90k = media_duration_90k - 47,
+                                  start_time_90k = start_time_90k + 46
              where composite_id = {};",
             fx.ids[0].0, fx.ids[1].0
         ),
     );
     let r = run_check(&fx.env, PLAIN);
-    // Recording 0 ends 19 ticks later, where recording 1 now starts: only 1 is skewed, and
+    // Recording 0 ends 46 ticks later, where recording 1 now starts: only 1 is skewed, and
     // recording 2 no longer starts where 1 ends.
     assert_eq!(
         found(&r),
@@ -536,7 +536,16 @@ fn repair_refuses_a_database_older_than_the_sample_dir() {
     let mut newer = Vec::new();
     let mut t = T0 + Duration(3_000_000);
     for run_offset in 0..2 {
-        let (id, end) = record(&mut s, &fx.env.clock, fx.stream, run_offset, t, 5, 300).unwrap();
+        let (id, end) = record(
+            &mut s,
+            &fx.env.clock,
+            fx.stream,
+            run_offset,
+            t,
+            MIN_RUN_SAMPLES,
+            300,
+        )
+        .unwrap();
         newer.push(id);
         t = end;
     }

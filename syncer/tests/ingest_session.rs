@@ -407,6 +407,46 @@ fn opens_past_the_budget_are_refused_and_the_connection_stays() {
     assert_eq!(id.stream(), ids[1]);
 }
 
+/// A recording shorter than the minimum duration ends its run: an open continuing it is an
+/// error (the caller drops the connection), an open of a new run is not.
+#[test]
+fn a_connection_may_not_continue_a_run_from_a_short_recording() {
+    let (env, ids) = init_env(&[("a", config(1 << 30, 0))]);
+    let mut s = start(&env).unwrap();
+    let mut a = IngestSession::new(ids[0]);
+    let (id, mut w) = add_entry_and_open(&mut s, &mut a);
+    w.write(b"x").unwrap();
+    // One sample of 3000 ticks.
+    let Action::Save(p) = a.handle(&mut s, close(id, b"x")).unwrap() else {
+        panic!("expected the save work");
+    };
+    let result = p.run(&**s.dir());
+    a.saved(&mut s, id, result).unwrap();
+    let entry = entry_id(&mut s, &mut a, 1);
+    let open = |run_offset| IngestRequest::OpenRecording {
+        run_offset,
+        sample_entry_id: entry,
+    };
+    let e = a.handle(&mut s, open(1)).unwrap_err();
+    assert!(matches!(e, syncer::Error::Rejected { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(&format!(
+            "recording {id} was shorter than the minimum duration (3000 ticks < 90000)"
+        )),
+        "{e}"
+    );
+    assert!(!a.busy(), "nothing opened");
+    assert!(matches!(
+        a.handle(&mut s, open(0)).unwrap(),
+        Action::Opened(..)
+    ));
+    assert_eq!(
+        poll(&mut s).unwrap(),
+        vec![id],
+        "the short one is committed"
+    );
+}
+
 /// Sample entries belong to a stream: one ingest registering another camera's exact box as
 /// 1x1 with codec `avc1.000000` gets an entry of its own stream, and the other camera's
 /// entry, recordings and exports are untouched; it cannot open a recording with the other

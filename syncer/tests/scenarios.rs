@@ -92,12 +92,12 @@ fn failed_writes_are_retried_and_lose_nothing() {
 fn failed_unlinks_are_retried_and_garbage_rows_really_go() {
     let (env, a) = one_stream(4096, 0);
     let mut s = start(&env).unwrap();
-    let (id1, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let (id1, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     env.fs.fail_nth(OpKind::Unlink, 0, Errno::EIO);
     env.fs.fail_nth(OpKind::Unlink, 1, Errno::EIO);
     // The quota holds one block: the second recording pushes the first out.
-    let (id2, _) = record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    let (id2, _) = record(&mut s, &env.clock, a, 1, end, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     // Nothing waits for the failing unlink: it is tried again 1 s, then 2 s later.
     let mut waited = Duration(0);
@@ -131,7 +131,7 @@ fn an_unlink_failing_for_good_blocks_nothing_and_is_retried_with_backoff() {
     let (env, ids) = init_env(&[("a", config(4096, 0)), ("b", config(1 << 30, 0))]);
     let (a, b) = (ids[0], ids[1]);
     let mut s = start(&env).unwrap();
-    let (stuck, mut end_a) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let (stuck, mut end_a) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     let stuck_name = sample_file_name(stuck);
     let (name, attempts) = (stuck_name.clone(), Arc::new(AtomicUsize::new(0)));
@@ -147,9 +147,9 @@ fn an_unlink_failing_for_good_blocks_nothing_and_is_retried_with_backoff() {
     for i in 0..40 {
         // An hour of recording: a's quota deletes each previous recording as the next commits.
         env.clock.advance(Duration::from_secs(90));
-        let (_, e) = record(&mut s, &env.clock, a, i + 1, end_a, 3, 100).unwrap();
+        let (_, e) = record(&mut s, &env.clock, a, i + 1, end_a, MIN_RUN_SAMPLES, 10).unwrap();
         end_a = e;
-        let (_, e) = record(&mut s, &env.clock, b, i, end_b, 3, 100).unwrap();
+        let (_, e) = record(&mut s, &env.clock, b, i, end_b, MIN_RUN_SAMPLES, 10).unwrap();
         end_b = e;
         poll(&mut s).unwrap();
     }
@@ -253,7 +253,16 @@ fn quota_deletes_the_oldest_and_counts_growing_recordings() {
     let mut ids = Vec::new();
     let mut start_t = T0;
     for run_offset in 0..3 {
-        let (id, end) = record(&mut s, &env.clock, a, run_offset, start_t, 3, 100).unwrap();
+        let (id, end) = record(
+            &mut s,
+            &env.clock,
+            a,
+            run_offset,
+            start_t,
+            MIN_RUN_SAMPLES,
+            10,
+        )
+        .unwrap();
         ids.push(id);
         start_t = end;
         poll(&mut s).unwrap();
@@ -279,7 +288,7 @@ fn lowering_the_quota_deletes_at_once() {
     let mut s = start(&env).unwrap();
     let mut t = T0;
     for run_offset in 0..4 {
-        t = record(&mut s, &env.clock, a, run_offset, t, 3, 100)
+        t = record(&mut s, &env.clock, a, run_offset, t, MIN_RUN_SAMPLES, 10)
             .unwrap()
             .1;
     }
@@ -396,11 +405,74 @@ fn preallocation_is_released_at_close() {
 fn a_run_must_abut_exactly() {
     let (env, a) = one_stream(1 << 30, 0);
     let mut s = start(&env).unwrap();
-    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
-    let e = record(&mut s, &env.clock, a, 1, end + Duration(1), 3, 100).unwrap_err();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
+    let e = record(
+        &mut s,
+        &env.clock,
+        a,
+        1,
+        end + Duration(1),
+        MIN_RUN_SAMPLES,
+        10,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("abut"), "{e}");
     let e = Writer::open(&mut s, a, 5, end).unwrap_err();
     assert!(e.to_string().contains("run offset"), "{e}");
+}
+
+/// A recording shorter than `limits::MIN_RECORDING_DURATION_90K` is committed, but it ends its
+/// run: each recording costs an inode, an id and a row, so only a run's last may be short.
+#[test]
+fn a_recording_shorter_than_the_minimum_is_kept_but_ends_its_run() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    // One sample short of the minimum: 29 samples of 3000 ticks, the last's counted.
+    let (short, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES - 1, 10).unwrap();
+    let e = Writer::open(&mut s, a, 1, end).unwrap_err();
+    assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+    let want = format!(
+        "recording {short} was shorter than the minimum duration (87000 ticks < 90000) and so \
+         ended its run; a recording continuing it (run offset 1) is refused"
+    );
+    assert!(e.to_string().contains(&want), "{e}");
+    // A new run is fine, and the short recording was committed.
+    let (next, _) = record(&mut s, &env.clock, a, 0, end, MIN_RUN_SAMPLES, 10).unwrap();
+    poll(&mut s).unwrap();
+    assert_eq!(recording_ids(s.db()), vec![short, next]);
+    assert!(check_invariants(&env.fs, s.db()).is_empty());
+}
+
+#[test]
+fn a_recording_of_the_minimum_duration_continues_its_run() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let (first, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
+    let (second, _) = record(&mut s, &env.clock, a, 1, end, 3, 10).unwrap();
+    poll(&mut s).unwrap();
+    let rows = s.db().recordings(None).unwrap();
+    assert_eq!((rows[0].id, rows[0].media_duration_90k), (first, 90_000));
+    assert_eq!((rows[1].id, rows[1].run_offset), (second, 1));
+}
+
+/// A salvage always ends its run (the writer is gone), so a short salvaged recording cannot
+/// be continued either.
+#[test]
+fn a_salvaged_short_recording_ends_its_run() {
+    let (env, a) = one_stream(1 << 30, 0);
+    let mut s = start(&env).unwrap();
+    let mut w = Writer::open(&mut s, a, 0, T0).unwrap();
+    w.write_sample(&env.clock, 100);
+    w.write_sample(&env.clock, 100);
+    w.report(&mut s).unwrap();
+    let id = w.id;
+    drop(w);
+    s.abandon_recording(id, "writer gone").unwrap();
+    let e = Writer::open(&mut s, a, 1, T0 + Duration(FRAME_90K)).unwrap_err();
+    assert!(matches!(e, Error::Rejected { .. }), "{e:?}");
+    assert!(e.to_string().contains("run offset 1"), "{e}");
+    poll(&mut s).unwrap();
+    assert_eq!(recording_ids(s.db()), vec![id], "salvaged and committed");
 }
 
 #[test]
@@ -518,10 +590,10 @@ fn a_database_restored_from_an_older_backup_is_refused() {
 fn collecting_garbage_never_waits_for_a_failing_unlink() {
     let (env, a) = one_stream(4096, 0);
     let mut s = start(&env).unwrap();
-    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     env.fs.fail_all(OpKind::Unlink, Errno::EIO);
-    record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    record(&mut s, &env.clock, a, 1, end, MIN_RUN_SAMPLES, 10).unwrap();
     s.flush("push the first recording out").unwrap();
     let before = env.clock.monotonic();
     s.collect_garbage().unwrap();
@@ -567,10 +639,10 @@ fn enospc_on_create_releases_the_reserve() {
 fn shutdown_with_failing_unlinks_ends_promptly_and_leaves_garbage_for_the_next_start() {
     let (env, a) = one_stream(4096, 0);
     let mut s = start(&env).unwrap();
-    let (first, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let (first, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     env.fs.fail_all(OpKind::Unlink, Errno::EIO);
-    record(&mut s, &env.clock, a, 1, end, 3, 100).unwrap();
+    record(&mut s, &env.clock, a, 1, end, MIN_RUN_SAMPLES, 10).unwrap();
     let before = env.clock.monotonic();
     s.shutdown().unwrap();
     assert!(env.clock.monotonic() - before < Duration::from_secs(1));
@@ -586,7 +658,7 @@ fn shutdown_with_failing_unlinks_ends_promptly_and_leaves_garbage_for_the_next_s
 fn a_salvaged_recording_within_a_run_starts_where_the_previous_ended() {
     let (env, a) = one_stream(1 << 30, 0);
     let mut s = start(&env).unwrap();
-    let (_, end) = record(&mut s, &env.clock, a, 0, T0, 3, 100).unwrap();
+    let (_, end) = record(&mut s, &env.clock, a, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     // The departed writer reported a start that does not abut.
     let mut w = Writer::open(&mut s, a, 1, end + Duration(12345)).unwrap();
     w.write_sample(&env.clock, 100);
@@ -789,11 +861,11 @@ fn removing_a_stream_moves_its_recordings_to_garbage_in_one_commit() {
     let mut a_ids = Vec::new();
     let mut t = T0;
     for run_offset in 0..3 {
-        let (id, end) = record(&mut s, &env.clock, a, run_offset, t, 3, 100).unwrap();
+        let (id, end) = record(&mut s, &env.clock, a, run_offset, t, MIN_RUN_SAMPLES, 10).unwrap();
         a_ids.push(id);
         t = end;
     }
-    let (b_id, _) = record(&mut s, &env.clock, b, 0, T0, 3, 100).unwrap();
+    let (b_id, _) = record(&mut s, &env.clock, b, 0, T0, MIN_RUN_SAMPLES, 10).unwrap();
     poll(&mut s).unwrap();
     assert_eq!(recording_ids(s.db()).len(), 4);
 
@@ -924,7 +996,16 @@ fn a_full_disk_deletes_the_oldest_beyond_quotas_and_recording_goes_on() {
     let mut all = Vec::new();
     for i in 0..60 {
         let k = i % 2;
-        let (id, end) = record(&mut s, &env.clock, ids[k], runs[k], t[k], 12, 1000).unwrap();
+        let (id, end) = record(
+            &mut s,
+            &env.clock,
+            ids[k],
+            runs[k],
+            t[k],
+            MIN_RUN_SAMPLES,
+            400,
+        )
+        .unwrap();
         all.push(id);
         t[k] = end;
         runs[k] += 1;
@@ -969,7 +1050,16 @@ fn few_free_inodes_shed_the_stream_with_the_most_files() {
     // 150 recordings, one in ten the camera's: it keeps fewer files than the tiny stream.
     for i in 0..150 {
         let k = usize::from(i % 10 == 0);
-        let (id, end) = record(&mut s, &env.clock, ids[k], runs[k], t[k], 1, 100).unwrap();
+        let (id, end) = record(
+            &mut s,
+            &env.clock,
+            ids[k],
+            runs[k],
+            t[k],
+            MIN_RUN_SAMPLES,
+            3,
+        )
+        .unwrap();
         if k == 1 {
             cam.push(id);
         }
@@ -1008,10 +1098,10 @@ fn a_full_disk_sheds_the_stream_whose_growing_file_holds_the_space() {
     ]);
     let mut s = start(&env).unwrap();
     let (grower, steady) = (ids[0], ids[1]);
-    let (first, end) = record(&mut s, &env.clock, grower, 0, T0, 12, 1000).unwrap();
+    let (first, end) = record(&mut s, &env.clock, grower, 0, T0, MIN_RUN_SAMPLES, 400).unwrap();
     let mut t = T0;
     for run in 0..3 {
-        t = record(&mut s, &env.clock, steady, run, t, 12, 1000)
+        t = record(&mut s, &env.clock, steady, run, t, MIN_RUN_SAMPLES, 400)
             .unwrap()
             .1;
     }
@@ -1051,7 +1141,7 @@ fn a_full_disk_whose_unlinks_fail_deletes_no_more_than_its_first_batch() {
     env.fs.set_capacity_bytes(Some(200 << 10));
     let mut t = [T0, T0];
     for (k, &stream) in ids.iter().enumerate() {
-        let (_, end) = record(&mut s, &env.clock, stream, 0, t[k], 12, 1000).unwrap();
+        let (_, end) = record(&mut s, &env.clock, stream, 0, t[k], MIN_RUN_SAMPLES, 400).unwrap();
         t[k] = end;
         poll(&mut s).unwrap();
     }
@@ -1059,7 +1149,16 @@ fn a_full_disk_whose_unlinks_fail_deletes_no_more_than_its_first_batch() {
     let mut kept_after = Vec::new();
     for i in 1..8 {
         let k = i % 2;
-        let (id, end) = record(&mut s, &env.clock, ids[k], i as i32 / 2, t[k], 12, 1000).unwrap();
+        let (id, end) = record(
+            &mut s,
+            &env.clock,
+            ids[k],
+            i as i32 / 2,
+            t[k],
+            MIN_RUN_SAMPLES,
+            400,
+        )
+        .unwrap();
         t[k] = end;
         poll(&mut s).unwrap();
         if i > 1 {

@@ -19,6 +19,12 @@ use syncer::fs::DirFile;
 use syncer::ingest_session::{Action, IngestSession};
 use syncer::sim_fs::{SimFile, SimFs};
 
+/// Sample duration of the honest writes, 90 kHz: half the minimum recording duration
+/// (`limits::MIN_RECORDING_DURATION_90K`, the last sample's counted), so that a recording of
+/// one sample is short and one of two is not, and sequences reach both continued runs and the
+/// refusal to continue a short recording's run (the model continues after every close).
+const SAMPLE_90K: i64 = limits::MIN_RECORDING_DURATION_90K / 2;
+
 /// Which recording id a request names.
 #[derive(Clone, Debug)]
 enum PickId {
@@ -140,7 +146,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1usize..3000).prop_map(Op::Write),
         4 => (pick_id(), mostly_honest(samples()), mostly_honest(times()), mostly_honest(any::<u64>()))
             .prop_map(|(id, samples, times, written_bytes)| Op::Progress { id, samples, times, written_bytes }),
-        3 => (pick_id(), mostly_honest(samples()), prop_oneof![3 => Just(Some(FRAME_90K as i32)), 1 => proptest::option::of(i32_value())], mostly_honest(times()), prop_oneof![4 => Just(true), 1 => Just(false)])
+        3 => (pick_id(), mostly_honest(samples()), prop_oneof![3 => Just(Some(SAMPLE_90K as i32)), 1 => proptest::option::of(i32_value())], mostly_honest(times()), prop_oneof![4 => Just(true), 1 => Just(false)])
             .prop_map(|(id, samples, last_sample_duration_90k, times, true_hash)| Op::Close { id, samples, last_sample_duration_90k, times, true_hash }),
         1 => (pick_id(), "[ -~\n]{0,40}").prop_map(|(id, reason)| Op::Abandon { id, reason }),
         1 => Just(Op::Disconnect),
@@ -159,7 +165,8 @@ struct Hostile {
     /// Samples written and not yet reported, as an honest writer would report them.
     unreported: Vec<SampleReport>,
     next_pts_90k: i64,
-    /// The run offset an honest writer opens next (one more after each accepted close).
+    /// The run offset the model opens next: one more after each accepted close, also after a
+    /// short recording's (which an honest writer would not continue: the syncer refuses).
     run_offset: i32,
     /// Where the growing recording starts: the end of the run's previous one.
     start: Time,
@@ -297,7 +304,7 @@ impl Hostile {
             Op::Close {
                 id: PickId::Growing,
                 samples: None,
-                last_sample_duration_90k: Some(FRAME_90K as i32),
+                last_sample_duration_90k: Some(SAMPLE_90K as i32),
                 times: None,
                 true_hash: true,
             }
@@ -320,7 +327,7 @@ impl Hostile {
                             bytes: n as u32,
                             is_key: self.next_pts_90k == 0,
                         });
-                        self.next_pts_90k += FRAME_90K;
+                        self.next_pts_90k += SAMPLE_90K;
                     }
                 }
                 return;

@@ -87,8 +87,9 @@ struct FakeSyncer {
     growing: Option<usize>,
     /// The close sent and not yet accepted.
     outstanding: Option<CompositeId>,
-    /// The last close's run offset and end, which a continuing open must follow.
-    run_tail: Option<(i32, Time)>,
+    /// The last close's run offset, end and media duration, which a continuing open must
+    /// follow.
+    run_tail: Option<(i32, Time, i64)>,
     events: Vec<Event>,
     /// Applied to the next sample-file writes, one each.
     faults: VecDeque<Fault>,
@@ -211,8 +212,13 @@ impl SyncerLink for Fake {
         let expected_start = if run_offset == 0 {
             None
         } else {
-            let (prev_offset, end) = s.run_tail.expect("run offset > 0 without a previous close");
+            let (prev_offset, end, media_90k) =
+                s.run_tail.expect("run offset > 0 without a previous close");
             assert_eq!(run_offset, prev_offset + 1, "run offsets are consecutive");
+            assert!(
+                media_90k >= MIN_RECORDING_DURATION_90K,
+                "a run continued from a recording of {media_90k} ticks"
+            );
             Some(end)
         };
         let id = CompositeId::new(STREAM, s.recs.len() as i32);
@@ -310,7 +316,7 @@ impl SyncerLink for Fake {
         let end = close.times.start + Duration(i64::from(close.times.wall_duration_90k));
         let (id, run_offset) = (r.id, r.run_offset);
         r.close = Some(close);
-        s.run_tail = Some((run_offset, end));
+        s.run_tail = Some((run_offset, end, media));
         s.outstanding = Some(id);
         s.events.push(Event::Close(id));
         Ok(())
@@ -517,6 +523,24 @@ fn first_recording_of_a_run_is_shortened_by_the_streams_stagger() {
     let first_target = rotate_90k - stagger;
     let first_media = (first_target + FRAME_90K - 1) / FRAME_90K * FRAME_90K;
     assert_eq!(s.recs[0].media_90k(), first_media);
+    assert_eq!(s.recs[1].media_90k(), rotate_90k);
+}
+
+#[test]
+fn a_stagger_that_leaves_less_than_the_minimum_adds_an_interval_to_the_first_recording() {
+    let rotate_90k = 10 * TIME_UNITS_PER_SEC;
+    let stream = (1..1000)
+        .find(|&id| rotate_90k - stagger_90k(id, rotate_90k) < MIN_RECORDING_DURATION_90K)
+        .expect("a stream whose stagger leaves less than the minimum");
+    let mut h = harness(stream, 10);
+    h.feed(0..1000, FRAME_90K, 1, at); // every frame a key frame
+    let s = h.s();
+    let first_target = 2 * rotate_90k - stagger_90k(stream, rotate_90k);
+    let first_media = (first_target + FRAME_90K - 1) / FRAME_90K * FRAME_90K;
+    assert_eq!(s.recs[0].media_90k(), first_media, "stream {stream}");
+    assert!(first_media >= MIN_RECORDING_DURATION_90K);
+    // The run goes on from it (the fake refuses to continue a shorter one).
+    assert_eq!(s.recs[1].run_offset, 1);
     assert_eq!(s.recs[1].media_90k(), rotate_90k);
 }
 
@@ -745,9 +769,9 @@ fn empty_frame_is_refused() {
 #[test]
 fn sample_entry_change_on_a_key_frame_closes_and_continues_the_run() {
     let mut h = harness(0, 60);
-    h.feed(0..10, FRAME_90K, 5, at);
+    h.feed(0..40, FRAME_90K, 5, at); // 40 frames: more than MIN_RECORDING_DURATION_90K
     let b = other_entry(1);
-    for i in 10..20 {
+    for i in 40..50 {
         let pts = i * FRAME_90K;
         h.writer
             .write(&frame(pts, i % 5 == 0, at(pts), &b))
@@ -784,6 +808,28 @@ fn sample_entry_change_on_a_key_frame_closes_and_continues_the_run() {
         .position(|e| *e == Event::Open(second.id))
         .unwrap();
     assert!(add2 < open2);
+}
+
+#[test]
+fn sample_entry_change_before_the_minimum_duration_ends_the_run() {
+    let mut h = harness(0, 60);
+    h.feed(0..10, FRAME_90K, 5, at); // 10 frames: less than MIN_RECORDING_DURATION_90K
+    let b = other_entry(1);
+    for i in 10..20 {
+        let pts = i * FRAME_90K;
+        h.writer
+            .write(&frame(pts, i % 5 == 0, at(pts), &b))
+            .unwrap();
+    }
+    let s = h.s();
+    let close = s.recs[0].close.as_ref().unwrap();
+    assert_eq!(
+        close.end_reason.as_deref(),
+        Some(end_reason::SAMPLE_ENTRY_CHANGE)
+    );
+    assert_eq!(close.last_sample_duration_90k, None, "a trailing zero");
+    assert_eq!(s.recs[1].run_offset, 0, "a new run");
+    assert_eq!(s.recs[1].sample_entry_id, 2);
 }
 
 #[test]
@@ -988,6 +1034,54 @@ fn the_sample_count_limit_rotates_within_the_run() {
     assert_eq!(close.end_reason.as_deref(), Some(end_reason::SIZE_LIMIT));
     assert_eq!(close.last_sample_duration_90k, Some(90));
     assert_eq!(s.recs[1].run_offset, 1);
+}
+
+/// A growing recording of one sample at pts 0 and `bytes` bytes, its last sample at
+/// `last_pts_90k`, for [`Recording::next_step`].
+fn growing_recording(bytes: u64, last_pts_90k: i64) -> Recording<()> {
+    Recording {
+        id: CompositeId::new(STREAM, 0),
+        file: (),
+        run_offset: 0,
+        sample_entry_id: 1,
+        run_start: None,
+        rotate_at_90k: MAX_ROTATE_SEC as i64 * TIME_UNITS_PER_SEC,
+        first_pts_90k: 0,
+        last_pts_90k,
+        samples: 2,
+        bytes,
+        reported_bytes: 0,
+        local_start: START,
+        unreported: Vec::new(),
+        last_report_local: START,
+        hasher: blake3::Hasher::new(),
+    }
+}
+
+#[test]
+fn the_bytes_limit_rotates_within_the_run_only_past_the_minimum_duration() {
+    let e = clip_entry();
+    let near_full = MAX_RECORDING_BYTES - 10;
+    // 100 bytes more would pass the limit: before the minimum duration the run ends.
+    let short = growing_recording(near_full, FRAME_90K);
+    let f = frame(2 * FRAME_90K, false, at(2 * FRAME_90K), &e);
+    assert!(matches!(
+        short.next_step(&f, 1, true).unwrap(),
+        Step::Close {
+            next_pts_90k: None,
+            reason: Some(end_reason::SIZE_LIMIT)
+        }
+    ));
+    let long = growing_recording(near_full, MIN_RECORDING_DURATION_90K);
+    let pts = MIN_RECORDING_DURATION_90K + FRAME_90K;
+    let f = frame(pts, false, at(pts), &e);
+    assert!(matches!(
+        long.next_step(&f, 1, true).unwrap(),
+        Step::Close {
+            next_pts_90k: Some(p),
+            reason: Some(end_reason::SIZE_LIMIT)
+        } if p == pts
+    ));
 }
 
 // ---- write window --------------------------------------------------------------------------

@@ -26,6 +26,10 @@ pub const T0: Time = Time(1_795_737_600 * TIME_UNITS_PER_SEC);
 /// Frame duration used by the writers: 30 fps.
 pub const FRAME_90K: i64 = 3000;
 
+/// Samples of [`FRAME_90K`] in the shortest recording a run may go on from
+/// (`limits::MIN_RECORDING_DURATION_90K`, counting the last sample's duration): 30.
+pub const MIN_RUN_SAMPLES: u32 = (syncer::limits::MIN_RECORDING_DURATION_90K / FRAME_90K) as u32;
+
 pub struct Env {
     pub fs: SimFs,
     pub clock: SimClock,
