@@ -14,8 +14,8 @@ use syncer::fs::write_all;
 use syncer::layout::{DataDir, sample_file_name};
 use syncer::{CloseRequest, Syncer, SyncerOptions};
 
-/// Frame duration of the test recordings: 30 fps.
-const FRAME_90K: i64 = 3000;
+/// Four frames make a second: shorter recordings end their run (MIN_RECORDING_DURATION_90K).
+const FRAME_90K: i64 = 22500;
 
 /// A data dir with one camera and a run of two committed recordings, and an id below the next
 /// id that was discarded (its garbage row collected and forgotten), so that a file with it is

@@ -133,22 +133,23 @@ fn record(d: &DataDir, camera: &str, n: i32) -> Vec<CompositeId> {
         let req = CloseRequest {
             samples: (0..3)
                 .map(|i| SampleReport {
-                    pts_90k: i * 3000,
+                    pts_90k: i * 30000,
                     bytes: 1000,
                     is_key: i == 0,
                 })
                 .collect(),
-            last_sample_duration_90k: Some(3000),
+            // A second: shorter recordings end their run (MIN_RECORDING_DURATION_90K).
+            last_sample_duration_90k: Some(30000),
             times: RecordingTimes {
                 start,
-                wall_duration_90k: 9000,
+                wall_duration_90k: 90000,
                 local_time_delta_90k: 0,
             },
             end_reason: Some("rotation".to_owned()),
             writer_blake3: *hasher.finalize().as_bytes(),
         };
         s.close_recording(id, req).unwrap();
-        start += protocol::Duration(9000);
+        start += protocol::Duration(90000);
         ids.push(id);
     }
     s.shutdown().unwrap();
@@ -782,8 +783,8 @@ fn check_recording_json(r: &Value, row: &syncer::db::RecordingRow, camera: &str)
     assert_eq!(r["camera"], camera);
     assert_eq!(r["start"], row.start.to_string());
     assert_eq!(r["start_90k"], row.start.0);
-    assert_eq!(r["wall_duration_90k"], 9000);
-    assert_eq!(r["media_duration_90k"], 9000);
+    assert_eq!(r["wall_duration_90k"], 90000);
+    assert_eq!(r["media_duration_90k"], 90000);
     assert_eq!(r["sample_file_bytes"], RECORDING_BYTES);
     assert_eq!(r["video_samples"], 3);
     assert_eq!(r["video_sync_samples"], 1);
@@ -837,7 +838,7 @@ fn recordings_json_is_the_same_from_the_running_syncer_and_from_the_database() {
 
     let table = nvr(&d, &["recordings"]).ok().stdout;
     assert_eq!(table.lines().count(), 5, "{table}");
-    assert!(table.lines().nth(1).unwrap().contains("0.100s"), "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("1.000s"), "{table}");
 }
 
 #[test]
