@@ -37,6 +37,10 @@ use syncer::retention::round_up;
 const MEASURED: &str = "rt";
 const FLUSH_IF_SEC: u32 = 1;
 const ROTATE_SEC: u32 = 1;
+/// The longest recording, in seconds: the first of a run lasts up to a rotate interval plus
+/// the minimum duration (its stagger may leave it no shorter than that minimum).
+const LONGEST_RECORDING_SEC: u32 =
+    ROTATE_SEC + (protocol::limits::MIN_RECORDING_DURATION_90K / TIME_UNITS_PER_SEC) as u32;
 /// Scheduling slack on top of DESIGN.md's bounds (process start, frame pacing, polling).
 const SLACK: Duration = Duration::from_millis(700);
 /// Each camera's quota: wide enough that the ledger checks hundreds of recordings per run,
@@ -449,7 +453,7 @@ fn kill_9_loop_loses_nothing_committed() {
             let (bound, worst) = match victim {
                 Victim::Ingest => (Duration::from_secs(1), &mut worst_ingest_tail),
                 _ => (
-                    Duration::from_secs(u64::from(FLUSH_IF_SEC + ROTATE_SEC)),
+                    Duration::from_secs(u64::from(FLUSH_IF_SEC + LONGEST_RECORDING_SEC)),
                     &mut worst_syncer_window,
                 ),
             };
@@ -468,7 +472,7 @@ fn kill_9_loop_loses_nothing_committed() {
          (bound {} s)",
         checked.len(),
         ledger.len(),
-        FLUSH_IF_SEC + ROTATE_SEC
+        FLUSH_IF_SEC + LONGEST_RECORDING_SEC
     );
     assert!(
         checked.len() as u32 >= 8 * iterations,
