@@ -438,21 +438,23 @@ pub fn syscall_rules(network: bool, pid: i32) -> Result<Vec<Allowed>, SandboxErr
         allow("close", libc::SYS_close),
         allow("shutdown", libc::SYS_shutdown),
         // fcntl: only reading descriptor and status flags (the standard library checks a
-        // descriptor it closes; tokio reads a socket's) and cloning with close-on-exec (the
-        // syncer connection's reader handle). Not F_SETFL, which could clear the O_APPEND of
-        // a sample file's descriptor.
-        allow_if(
-            "fcntl",
-            libc::SYS_fcntl,
-            one_of(
-                1,
-                &[
-                    libc::F_GETFD as u64,
-                    libc::F_GETFL as u64,
-                    libc::F_DUPFD_CLOEXEC as u64,
-                ],
-            )?,
-        ),
+        // descriptor it closes; tokio reads a socket's) and cloning, with close-on-exec, the
+        // syncer connection alone (the reader thread's handle). Not F_SETFL, which could
+        // clear the O_APPEND of a sample file's descriptor; not cloning a sample file's
+        // descriptor, whose number could then move between the syncer's looks at the
+        // descriptor table (`syncer::exposure`).
+        allow_if("fcntl", libc::SYS_fcntl, {
+            let mut rules = one_of(1, &[libc::F_GETFD as u64, libc::F_GETFL as u64])?;
+            rules.push(all(vec![
+                arg(
+                    0,
+                    SeccompCmpOp::Eq,
+                    protocol::wire::INGEST_CONNECTION_FD as u64,
+                )?,
+                arg(1, SeccompCmpOp::Eq, libc::F_DUPFD_CLOEXEC as u64)?,
+            ])?);
+            rules
+        }),
         // Waiting: futexes (locks, channels, thread joins), sleeps (a source's pacing, by
         // either call), the kernel's restart of a sleep a stop interrupted (SIGSTOP, then
         // SIGCONT: without it pausing an ingest would kill it), yielding in spin loops.

@@ -74,6 +74,7 @@ const ATTEMPTS: &[(&str, Net, Expect)] = &[
         Net::Camera,
         Killed(libc::SIGSYS),
     ),
+    ("dup_a_sample_file", Net::Camera, Killed(libc::SIGSYS)),
     ("io_uring_setup", Net::Camera, Killed(libc::SIGSYS)),
     ("bpf", Net::Camera, Killed(libc::SIGSYS)),
     ("userfaultfd", Net::Camera, Killed(libc::SIGSYS)),
@@ -277,6 +278,9 @@ fn child(attempt: &str) -> ! {
     }
     let port = std::env::var(PORT_ENV).ok().map(|p| p.parse().unwrap());
     let other_port: u16 = std::env::var(OTHER_PORT_ENV).unwrap().parse().unwrap();
+    // In an ingest fd 3 is the syncer connection (the one descriptor it may clone): held
+    // here by a placeholder, so that the file lands where a sample file's descriptor would.
+    let _connection = File::open("/dev/null").unwrap();
     let file = File::options()
         .append(true)
         .open(std::env::var(FILE_ENV).unwrap())
@@ -371,6 +375,7 @@ fn try_attempt(
             "fallocate" => check(libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 30) as _),
             "ftruncate" => check(libc::ftruncate(fd, 0) as _),
             "fcntl_setfl_clears_append" => check(libc::fcntl(fd, libc::F_SETFL, 0) as _),
+            "dup_a_sample_file" => check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) as _),
             "io_uring_setup" => {
                 let mut params = [0u8; 120];
                 check(libc::syscall(

@@ -28,8 +28,9 @@ pub const MAX_WALL_DURATION_90K: i64 = 5 * 60 * TIME_UNITS_PER_SEC;
 pub const MAX_MEDIA_DURATION_90K: i64 = MAX_WALL_DURATION_90K + MAX_WALL_DURATION_90K / 2000;
 
 /// Shortest recording a run may go on from, in media duration (with the last sample's), 90
-/// kHz: 1 s. Each recording costs an inode, a recording id and a row, so a writer that cut
-/// its runs into tiny recordings would spend them by the thousand; an honest writer rotates
+/// kHz: 1 s. Each recording costs an inode, a recording id and a row. This keeps runs made of
+/// whole recordings; what bounds how many recordings a writer can make (each short one as a
+/// run of its own) is the open budget ([`OpenBudget`]) and the inode reserve. An honest writer rotates
 /// at most once per key frame past a rotate interval of at least 1 s, and its first recording
 /// of a run is never shortened below this by the stagger. Only a run's last recording (the
 /// camera session ended, a shutdown, an error, a full disk) may be shorter: the syncer accepts

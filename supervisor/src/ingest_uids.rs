@@ -3,8 +3,13 @@
 //! groups. Two ingests then share nothing the kernel grants by identity: neither can signal,
 //! trace or read the other's `/proc` entries, nor open a file the other created.
 //!
-//! The range must be unassigned: a uid or gid of it in the user or group database could
-//! belong to a person or a service whose files an ingest would then own.
+//! The range must be unassigned: a uid or gid of it in the user or group database, or in
+//! `/etc/subuid` or `/etc/subgid` (another user's containers), could belong to a person or a
+//! service whose files an ingest would then own. It must also be mapped in the user namespace
+//! `nvr run` runs in (a container may map only part of the ids), or no ingest could start.
+//! The default stays below systemd's dynamic users (61184 to 65519) for stream ids below 184:
+//! a site with more cameras than that, on a system running `DynamicUser=` services, should
+//! choose another range.
 
 use nix::unistd::{Gid, Group, Uid, User};
 use thiserror::Error;
@@ -41,6 +46,26 @@ pub enum IngestUidsError {
     IncludesRoot { first: u32, last: u32 },
     #[error("uid range {first}-{last} has {count} ids; at most {MAX_IDS}")]
     TooLarge { first: u32, last: u32, count: u64 },
+    #[error("uid range {first}-{last} includes {id}, which the kernel treats as no id")]
+    IncludesInvalid { first: u32, last: u32, id: u32 },
+    #[error(
+        "uid range {range} overlaps {file}'s entry {entry:?} (another user's subordinate ids); \
+         choose an unassigned range with --ingest-uids"
+    )]
+    Subordinate {
+        range: String,
+        file: &'static str,
+        entry: String,
+    },
+    #[error(
+        "uid range {range} is not mapped in this user namespace ({file}: {map:?}); \
+         choose a mapped range with --ingest-uids"
+    )]
+    Unmapped {
+        range: String,
+        file: &'static str,
+        map: String,
+    },
     #[error(
         "uid range {range} is not free: {kind} {id} belongs to {name:?} in the {kind} database; \
          choose an unassigned range with --ingest-uids"
@@ -87,6 +112,11 @@ impl std::str::FromStr for IngestUids {
         if first == 0 {
             return Err(IngestUidsError::IncludesRoot { first, last });
         }
+        for id in [u32::from(u16::MAX), u32::MAX] {
+            if (first..=last).contains(&id) {
+                return Err(IngestUidsError::IncludesInvalid { first, last, id });
+            }
+        }
         let count = u64::from(last) - u64::from(first) + 1;
         if count > u64::from(MAX_IDS) {
             return Err(IngestUidsError::TooLarge { first, last, count });
@@ -129,8 +159,58 @@ impl IngestUids {
         }
     }
 
+    /// Refuses the range if it is not free (see the module docs) or not mapped.
+    pub fn check_usable(&self) -> Result<(), IngestUidsError> {
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            // A missing file assigns nothing.
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if let Some(entry) = text.lines().find(|l| self.overlaps_subordinate(l)) {
+                return Err(IngestUidsError::Subordinate {
+                    range: self.to_string(),
+                    file,
+                    entry: entry.to_owned(),
+                });
+            }
+        }
+        for file in ["/proc/self/uid_map", "/proc/self/gid_map"] {
+            let map = std::fs::read_to_string(file).unwrap_or_default();
+            if !self.mapped_in(&map) {
+                return Err(IngestUidsError::Unmapped {
+                    range: self.to_string(),
+                    file,
+                    map: map.trim().to_owned(),
+                });
+            }
+        }
+        self.check_unassigned()
+    }
+
+    /// Whether `line` of `/etc/subuid` (`name:first:count`) assigns an id of the range.
+    fn overlaps_subordinate(&self, line: &str) -> bool {
+        let mut fields = line.trim().split(':').skip(1).map(|f| f.parse::<u64>());
+        let (Some(Ok(start)), Some(Ok(count))) = (fields.next(), fields.next()) else {
+            return false;
+        };
+        let (first, last) = (u64::from(self.first), u64::from(self.last()));
+        count > 0 && start <= last && first <= start.saturating_add(count - 1)
+    }
+
+    /// Whether every id of the range is inside one extent of `map` (`/proc/self/uid_map`
+    /// lines: `inside outside count`).
+    fn mapped_in(&self, map: &str) -> bool {
+        map.lines().any(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            matches!(f[..], [inside, _, count]
+                if inside <= u64::from(self.first)
+                    && u64::from(self.last()) < inside.saturating_add(count))
+        })
+    }
+
     /// Refuses the range if the user or group database names any id of it.
-    pub fn check_unassigned(&self) -> Result<(), IngestUidsError> {
+    fn check_unassigned(&self) -> Result<(), IngestUidsError> {
         for id in self.first..=self.last() {
             let lookup = |kind| move |source| IngestUidsError::Lookup { kind, id, source };
             let user = User::from_uid(Uid::from_raw(id)).map_err(lookup("user"))?;
@@ -191,9 +271,32 @@ mod tests {
             Err(IngestUidsError::IncludesRoot { .. })
         ));
         assert!(matches!(
-            "1-4294967295".parse::<IngestUids>(),
+            "70000-4294967294".parse::<IngestUids>(),
             Err(IngestUidsError::TooLarge { .. })
         ));
+        for invalid in ["65000-65535", "4294967200-4294967295"] {
+            assert!(
+                matches!(
+                    invalid.parse::<IngestUids>(),
+                    Err(IngestUidsError::IncludesInvalid { .. })
+                ),
+                "{invalid}"
+            );
+        }
+    }
+
+    #[test]
+    fn subordinate_ids_and_namespace_maps_are_read() {
+        let r: IngestUids = "61000-61999".parse().unwrap();
+        assert!(r.overlaps_subordinate("alice:61500:10"));
+        assert!(r.overlaps_subordinate("bob:60000:1001"));
+        assert!(!r.overlaps_subordinate("alice:100000:65536"));
+        assert!(!r.overlaps_subordinate("alice:60000:1000"));
+        assert!(!r.overlaps_subordinate("garbage"));
+        assert!(r.mapped_in("         0          0 4294967295\n"));
+        assert!(r.mapped_in("0 100000 65536\n"));
+        assert!(!r.mapped_in("0 100000 61500\n"));
+        assert!(!r.mapped_in(""));
     }
 
     #[test]
@@ -203,7 +306,7 @@ mod tests {
             return;
         };
         let uid = nobody.uid.as_raw();
-        let r: IngestUids = format!("{}-{}", uid - 1, uid + 1).parse().unwrap();
+        let r: IngestUids = format!("{}-{}", uid - 2, uid).parse().unwrap();
         match r.check_unassigned() {
             Err(IngestUidsError::Assigned { id, kind, .. }) => {
                 assert!(r.contains(id), "{kind} {id}")

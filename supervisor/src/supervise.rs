@@ -425,10 +425,14 @@ impl Supervisor {
             if let Some(p) = c.proc.as_mut()
                 && let Ok(Some(status)) = p.child.try_wait()
             {
-                let ran = p.started.elapsed();
-                let why = match c.dropped.take() {
-                    Some(reason) => format!("ended: the syncer dropped it ({reason})"),
-                    None => describe_ingest_exit(status),
+                // A run the syncer ended for breaking a rule is never a stable one: a camera
+                // that behaves for a while and then attacks is marked failed like any other.
+                let (why, ran) = match c.dropped.take() {
+                    Some(reason) => (
+                        format!("ended: the syncer dropped it ({reason})"),
+                        Duration::ZERO,
+                    ),
+                    None => (describe_ingest_exit(status), p.started.elapsed()),
                 };
                 warn!(camera = %name, %why, "ingest exited");
                 c.proc = None;

@@ -300,7 +300,7 @@ fn as_root_each_camera_runs_under_a_uid_of_its_own() {
         let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
             .arg("--data-dir")
             .arg(&d.root)
-            .args(["run", "--ingest-uids", &format!("{}-{}", n - 1, n + 1)])
+            .args(["run", "--ingest-uids", &format!("{}-{}", n - 2, n)])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

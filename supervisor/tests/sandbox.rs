@@ -67,6 +67,17 @@ fn assert_sandboxed(camera: &str) {
         files.split_whitespace().take(2).all(|v| v == files_limit),
         "{camera}: Max open files {files}"
     );
+    if nix::unistd::geteuid().is_root() {
+        // Each camera its own uid, from nvr run's default range (supervisor/tests/run.rs
+        // checks the exact mapping).
+        let uid: u32 = proc_field(pid, "status", "Uid:")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((61000..=61999).contains(&uid), "{camera}: uid {uid}");
+    }
 }
 
 /// Starts `nvr run` on cameras `(name, source)`, waits for two recordings from each, checks

@@ -16,11 +16,11 @@
 //!
 //! What a file may hold: while growing, what was acknowledged plus the write window; once the
 //! syncer is done with it, its committed (or salvaged) length; a discarded file, what it could
-//! hold while growing (never more). What it may occupy on disk: once settled, that length as
+//! hold while growing (never more). What it may occupy on disk, once settled: that length as
 //! the close allows it (`durability::allocation_allowed`: the close released any
-//! preallocation); while growing, twice that, since file systems preallocate for growing files
-//! on their own (XFS's speculative preallocation grows with the file, up to its size), and the
-//! close releases and checks the rest. A settled file the process no longer holds is forgotten: it
+//! preallocation). A growing file's blocks are not policed: file systems preallocate for
+//! growing files on their own (XFS's speculative preallocation can reach twice the file's
+//! size), and the close releases and checks them. A settled file the process no longer holds is forgotten: it
 //! cannot open it again (the sandbox allows it no file-system access, and the file is not its
 //! own). The descriptors are listed for every thread of the process (`/proc/PID/task/*/fd`):
 //! a process whose main thread has exited lists none under `/proc/PID/fd`.
@@ -33,6 +33,11 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use protocol::CompositeId;
+
+/// Most files one process may hold exposed: twice the descriptors an ingest may have open
+/// (`ingest::sandbox::MAX_OPEN_FILES`, 32), so that an honest ingest, which holds two or three
+/// at once, stays far below it whatever files it closed unseen (between two looks).
+pub const MAX_EXPOSED_FILES: usize = 64;
 
 /// A file, by device and inode: what `/proc/PID/fd` entries and our own descriptors agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,17 +65,16 @@ struct Exposed {
     allowed_bytes: u64,
     /// The syncer is done with it (committed, salvaged or discarded).
     settled: bool,
+    /// Seen in the process's descriptor table: only then does its absence mean the process
+    /// closed it (a descriptor still in flight, in the socket, is in no table yet).
+    seen_held: bool,
 }
 
 impl Exposed {
-    /// What the file may occupy on disk: see the module docs.
-    fn allocation_allowed(&self) -> u64 {
-        let settled = crate::durability::allocation_allowed(self.allowed_bytes);
-        if self.settled {
-            settled
-        } else {
-            settled.saturating_add(self.allowed_bytes)
-        }
+    /// Whether the file holds or occupies more than it may: see the module docs.
+    fn breached(&self, size_bytes: u64, allocated_bytes: u64) -> bool {
+        let allocation_allowed = crate::durability::allocation_allowed(self.allowed_bytes);
+        size_bytes > self.allowed_bytes || (self.settled && allocated_bytes > allocation_allowed)
     }
 }
 
@@ -103,7 +107,7 @@ impl Exposure {
     pub fn of_process(pid: i32) -> Option<Exposure> {
         Some(Exposure {
             pid,
-            start_ticks: start_ticks(pid)?,
+            start_ticks: start_ticks(pid).ok()??,
             files: BTreeMap::new(),
             unwatchable: false,
         })
@@ -125,6 +129,7 @@ impl Exposure {
             fd: handed.as_fd().try_clone_to_owned()?,
             allowed_bytes,
             settled: false,
+            seen_held: false,
         };
         self.files.insert(key, e);
         Ok(())
@@ -156,28 +161,52 @@ impl Exposure {
         self.pid
     }
 
-    /// Whether the process has exited (its descriptors are closed).
+    /// Whether the process has exited (its descriptors are closed): only when its `/proc`
+    /// entry is missing or belongs to another process; a failed read (no descriptor, no
+    /// memory) proves nothing.
     pub fn is_gone(&self) -> bool {
-        start_ticks(self.pid) != Some(self.start_ticks)
+        matches!(start_ticks(self.pid), Ok(t) if t != Some(self.start_ticks))
     }
 
-    /// Looks at every exposed file; cuts back each that holds more than it may, and forgets
-    /// the settled ones the process no longer holds. `Err` when the process's descriptors
-    /// cannot be listed (no privilege; a process that is gone lists none).
-    pub fn enforce(&mut self) -> io::Result<Vec<Breach>> {
-        let held = match self.held_files() {
+    /// Looks at every exposed file; cuts back each that holds more than it may (the
+    /// breaches), and forgets the settled ones the process is seen to have closed. The error
+    /// says the process's descriptors could not be listed (no privilege; a process that is
+    /// gone lists none): the files were looked at all the same, and none forgotten.
+    pub fn enforce(&mut self) -> (Vec<Breach>, io::Result<()>) {
+        // Listed before the look, so that a write followed by a close is still seen.
+        let held = self.held_files();
+        let breaches = self.look();
+        let held = match held {
             Ok(h) => h,
             Err(e) => {
                 self.unwatchable |= e.kind() == io::ErrorKind::PermissionDenied;
                 if self.unwatchable {
                     self.files.clear();
                 }
-                return Err(e);
+                return (breaches, Err(e));
             }
         };
-        let breaches = self.look();
-        self.files.retain(|k, e| !e.settled || held.contains(k));
-        Ok(breaches)
+        // A listing that could not follow every link proves nothing about the ones missed.
+        if let Some(held) = held {
+            for (k, e) in self.files.iter_mut() {
+                e.seen_held |= held.contains(k);
+            }
+            self.files
+                .retain(|k, e| !e.settled || !e.seen_held || held.contains(k));
+        }
+        (breaches, Ok(()))
+    }
+
+    /// How many files are exposed: the settled ones stay until the process is seen to have
+    /// closed them. The syncer holds a descriptor for each, so it drops a connection whose
+    /// process has more than [`MAX_EXPOSED_FILES`].
+    pub fn exposed_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// The newest recording exposed here.
+    pub fn newest_id(&self) -> Option<CompositeId> {
+        self.files.values().map(|e| e.id).max()
     }
 
     /// The final look, once the process is gone: what it wrote before it went is cut back.
@@ -194,7 +223,7 @@ impl Exposure {
             };
             let size_bytes = st.st_size as u64;
             let allocated_bytes = (st.st_blocks as u64).saturating_mul(512);
-            if size_bytes > e.allowed_bytes || allocated_bytes > e.allocation_allowed() {
+            if e.breached(size_bytes, allocated_bytes) {
                 breaches.push(Breach {
                     id: e.id,
                     size_bytes,
@@ -207,19 +236,21 @@ impl Exposure {
         breaches
     }
 
-    /// The exposed files among those the process holds open now.
-    fn held_files(&self) -> io::Result<BTreeSet<InodeKey>> {
+    /// The files the process holds open now; `None` if a descriptor listed could not be
+    /// followed (closed meanwhile, or moved: the table changed while it was read).
+    fn held_files(&self) -> io::Result<Option<BTreeSet<InodeKey>>> {
         let mut held = BTreeSet::new();
         for path in self.held_descriptors()? {
             // Follows the link to the open file itself, even when it has been unlinked.
-            if let Ok(st) = nix::sys::stat::stat(&path) {
-                held.insert(InodeKey {
+            match nix::sys::stat::stat(&path) {
+                Ok(st) => held.insert(InodeKey {
                     dev: st.st_dev,
                     ino: st.st_ino,
-                });
-            }
+                }),
+                Err(_) => return Ok(None),
+            };
         }
-        Ok(held)
+        Ok(Some(held))
     }
 
     /// The `/proc/PID/task/TID/fd/N` links of every thread of the process (they share one
@@ -257,11 +288,25 @@ fn cut_back(fd: &OwnedFd, len_bytes: u64) -> io::Result<()> {
 
 /// Field 22 of `/proc/PID/stat` (start time in clock ticks after boot), or `None` if the
 /// process does not exist.
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+fn start_ticks(pid: i32) -> io::Result<Option<u64>> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(nix::libc::ESRCH) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     // The command name (field 2) is in parentheses and may hold spaces or ')'.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let field = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(19))
+        .and_then(|t| t.parse().ok());
+    field
+        .map(Some)
+        .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat has no start time")))
 }
 
 #[cfg(test)]
@@ -282,23 +327,25 @@ mod tests {
         assert!(Exposure::of_process(i32::MAX).is_none());
     }
 
-    /// A `sleep` child plays the ingest, holding `over` and `within` (as its stdin and
-    /// stdout); this process writes as it could through them. A file past what it may hold is
-    /// cut back to it, one within is left alone, a settled file the child does not hold is
-    /// looked at once more (a write then a close is still seen) and forgotten.
+    /// A child plays the ingest, holding `over`, `within` and `closed` (as its stdin, stdout
+    /// and stderr) and closing `closed` after 2 s; this process writes as it could through
+    /// them. A file past what it may hold is cut back to it, one within is left alone, and a
+    /// settled file written and then closed is cut back before it is forgotten.
     #[test]
     fn held_files_past_their_allowance_are_cut_back() {
         let tmp = tempfile::tempdir().unwrap();
         let mut over = std::fs::File::create(tmp.path().join("over")).unwrap();
         let mut within = std::fs::File::create(tmp.path().join("within")).unwrap();
         let mut closed = std::fs::File::create(tmp.path().join("closed")).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 2; exec sleep 60 2>&-"])
             .stdin(over.try_clone().unwrap())
             .stdout(within.try_clone().unwrap())
+            .stderr(closed.try_clone().unwrap())
             .spawn()
             .unwrap();
-        let mut me = Exposure::of_process(child.id() as i32).unwrap();
+        let mut child = KillOnDrop(child);
+        let mut me = Exposure::of_process(child.0.id() as i32).unwrap();
         over.write_all(&[1; 5000]).unwrap();
         within.write_all(&[2; 100]).unwrap();
         me.expose(&over, id(1), 1000).unwrap();
@@ -306,46 +353,53 @@ mod tests {
         me.expose(&closed, id(3), 0).unwrap();
         me.settle(id(1), Some(1000));
         me.settle(id(3), Some(0));
+        let (breaches, listed) = me.enforce();
+        listed.expect("listing a child's descriptors");
+        assert_eq!(breaches.len(), 1, "{breaches:?}");
+        let b = &breaches[0];
+        assert_eq!((b.id, b.size_bytes, b.allowed_bytes), (id(1), 5000, 1000));
+        assert!(b.repair.is_ok());
+        assert_eq!(over.metadata().unwrap().len(), 1000);
+        assert_eq!(within.metadata().unwrap().len(), 100);
         closed.write_all(&[3; 10]).unwrap();
         drop(closed);
-        let breaches = match me.enforce() {
-            Ok(b) => b,
-            Err(e) => panic!("listing our own descriptors: {e}"),
-        };
-        assert_eq!(breaches.len(), 2, "{breaches:?}");
-        let b = breaches.iter().find(|b| b.id == id(1)).unwrap();
-        assert_eq!((b.size_bytes, b.allowed_bytes), (5000, 1000));
-        assert!(b.repair.is_ok());
-        let b = breaches.iter().find(|b| b.id == id(3)).unwrap();
-        assert_eq!((b.size_bytes, b.allowed_bytes), (10, 0));
+        let mut late = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while me.exposed_files() == 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "closed never forgotten"
+            );
+            late.extend(enforced(&mut me));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!((late[0].id, late[0].size_bytes), (id(3), 10));
         assert_eq!(
             std::fs::metadata(tmp.path().join("closed")).unwrap().len(),
             0
         );
-        assert_eq!(over.metadata().unwrap().len(), 1000);
-        assert_eq!(within.metadata().unwrap().len(), 100);
-        assert_eq!(me.files.len(), 2, "the closed, settled file is forgotten");
         // A discarded file may hold no more than it could while growing.
         me.settle(id(2), None);
         within.write_all(&[2; 900]).unwrap();
-        assert!(me.enforce().unwrap().is_empty(), "1000 bytes, within");
+        assert!(enforced(&mut me).is_empty(), "1000 bytes, within");
         within.write_all(&[2; 10]).unwrap();
-        let b = me.enforce().unwrap();
+        let b = enforced(&mut me);
         assert_eq!((b[0].id, b[0].allowed_bytes), (id(2), 1000));
         assert_eq!(within.metadata().unwrap().len(), 1000);
         // Once the child is gone, a last look cuts back what was written before it went.
         over.write_all(&[1; 10]).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         assert!(me.is_gone());
         let b = me.last_look();
         assert_eq!((b.len(), b[0].id), (1, id(1)));
         assert_eq!(over.metadata().unwrap().len(), 1000);
     }
 
-    /// Blocks preallocated past the end (`FALLOC_FL_KEEP_SIZE`) count: a settled file may
-    /// occupy what its close allows, a growing one twice that; past it, the blocks are
-    /// released and the size left as it was.
+    /// Blocks preallocated past the end (`FALLOC_FL_KEEP_SIZE`) count for a settled file: it
+    /// may occupy what its close allows; past it, the blocks are released and the size left as
+    /// it was. A growing file's blocks are the close's to check.
     #[test]
     fn preallocation_past_the_allowance_is_released() {
         use nix::fcntl::{FallocateFlags, fallocate};
@@ -369,19 +423,21 @@ mod tests {
             eprintln!("SKIPPED: fallocate on this file system: {e}");
             return;
         }
-        // Within twice its allowance, a growing file may hold preallocated blocks.
-        fallocate(&growing, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 2 << 20).unwrap();
-        let b = me.enforce().unwrap();
+        fallocate(&growing, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 4 << 20).unwrap();
+        let b = enforced(&mut me);
         assert_eq!(b.len(), 1, "{b:?}");
         assert_eq!((b[0].id, b[0].size_bytes), (id(1), 1000));
         assert!(b[0].allocated_bytes >= 1 << 20, "{b:?}");
         let meta = settled.metadata().unwrap();
         assert_eq!(meta.len(), 1000);
         assert!(meta.blocks() * 512 <= crate::durability::allocation_allowed(1000));
-        fallocate(&growing, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 4 << 20).unwrap();
-        let b = me.enforce().unwrap();
-        assert_eq!((b.len(), b[0].id), (1, id(2)));
-        assert!(growing.metadata().unwrap().blocks() * 512 <= 3 << 20);
+    }
+
+    /// `me.enforce()`'s breaches, the listing having worked.
+    fn enforced(me: &mut Exposure) -> Vec<Breach> {
+        let (breaches, listed) = me.enforce();
+        listed.expect("listing a child's descriptors");
+        breaches
     }
 
     /// Kills the child when dropped (a failed assertion included).

@@ -581,11 +581,7 @@ where
     /// Answers `message` as a fatal error and drops the connection; the supervisor learns of
     /// it ([`DroppedLog`]) and ends the process.
     fn refuse(&mut self, conn: ConnId, message: String) {
-        if let Some(c) = self.conns.get(&conn) {
-            let name = self.stream_name(c.session.stream_id());
-            warn!(conn, stream = %name, pid = ?c.pid, %message, "dropping ingest connection");
-            self.dropped.record(name, c.pid, message.clone());
-        }
+        self.record_drop(conn, &message);
         self.send(
             conn,
             IngestReply::Error {
@@ -596,6 +592,16 @@ where
         self.drop_conn(conn, &message);
     }
 
+    /// Logs that connection `conn` is dropped for breaking a rule, and keeps it for the
+    /// supervisor ([`DroppedLog`]).
+    fn record_drop(&mut self, conn: ConnId, message: &str) {
+        if let Some(c) = self.conns.get(&conn) {
+            let name = self.stream_name(c.session.stream_id());
+            warn!(conn, stream = %name, pid = ?c.pid, %message, "dropping ingest connection");
+            self.dropped.record(name, c.pid, message.to_owned());
+        }
+    }
+
     fn send(&mut self, conn: ConnId, reply: IngestReply, fd: Option<OwnedFd>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -603,7 +609,10 @@ where
         match c.out.try_send(Outgoing::Reply(reply, fd)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.drop_conn(conn, "ingest is not reading its answers");
+                // Unread answers may hold descriptors: the process must end (as on a refusal).
+                let why = "ingest is not reading its answers";
+                self.record_drop(conn, why);
+                self.drop_conn(conn, why);
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.drop_conn(conn, "ingest connection's writer ended");
@@ -683,36 +692,47 @@ where
             .filter_map(|(&conn, c)| c.exposure.as_mut().map(|e| (Some(conn), e)));
         let gone = self.orphans.iter_mut().map(|e| (None, e));
         for (conn, e) in live.chain(gone) {
-            let breaches = match e.enforce() {
-                Ok(b) => b,
-                Err(err) => {
-                    if !std::mem::replace(&mut self.exposures_unwatchable, true) {
-                        warn!(pid = e.pid(), error = %err, "cannot list an ingest's descriptors: \
-                              files it keeps after their commit are not watched (run as root)");
-                    }
-                    continue;
-                }
-            };
-            for b in breaches {
-                log_breach(e.pid(), &b);
+            let (breaches, listed) = e.enforce();
+            if let Err(err) = listed
+                && !std::mem::replace(&mut self.exposures_unwatchable, true)
+            {
+                warn!(pid = e.pid(), error = %err, "cannot list an ingest's descriptors: \
+                      files it keeps after their commit are not watched (run as root)");
+            }
+            let mut reasons: Vec<(CompositeId, String)> = breaches
+                .iter()
+                .map(|b| {
+                    log_breach(e.pid(), b);
+                    let why = format!(
+                        "recording {} held {} bytes ({} on disk), more than the {} it may: cut back",
+                        b.id, b.size_bytes, b.allocated_bytes, b.allowed_bytes
+                    );
+                    (b.id, why)
+                })
+                .collect();
+            if e.exposed_files() > exposure::MAX_EXPOSED_FILES
+                && let Some(id) = e.newest_id()
+            {
+                let why = format!(
+                    "{} sample files it was handed are not seen closed (at most {} may be)",
+                    e.exposed_files(),
+                    exposure::MAX_EXPOSED_FILES
+                );
+                reasons.push((id, why));
+            }
+            for (id, why) in reasons {
                 match conn {
-                    Some(conn) => offenders.push((conn, b)),
-                    None => gone_offenders.push((e.pid(), b)),
+                    Some(conn) => offenders.push((conn, why)),
+                    None => gone_offenders.push((e.pid(), id, why)),
                 }
             }
         }
-        let breach = |b: &exposure::Breach| {
-            format!(
-                "recording {} held {} bytes ({} on disk), more than the {} it may: cut back",
-                b.id, b.size_bytes, b.allocated_bytes, b.allowed_bytes
-            )
-        };
-        for (conn, b) in offenders {
-            self.refuse(conn, breach(&b));
+        for (conn, why) in offenders {
+            self.refuse(conn, why);
         }
-        for (pid, b) in gone_offenders {
-            let name = self.stream_name(b.id.stream());
-            let reason = format!("after its connection ended, {}", breach(&b));
+        for (pid, id, why) in gone_offenders {
+            let name = self.stream_name(id.stream());
+            let reason = format!("after its connection ended, {why}");
             self.dropped.record(name, Some(pid), reason);
         }
     }

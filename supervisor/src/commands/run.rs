@@ -53,7 +53,7 @@ fn ingest_uids(
         Some(r) => r,
         None => ingest_uids::DEFAULT.parse()?,
     };
-    range.check_unassigned()?;
+    range.check_usable()?;
     tracing::info!(%range, "each camera's ingest runs under a uid of its own");
     Ok(Some(range))
 }

@@ -42,8 +42,22 @@ struct Args {
     min_free_inodes: u64,
 }
 
+/// Raises the soft descriptor limit to the hard one: the daemon holds a descriptor per
+/// growing recording, per brokered connection, and per file an ingest was handed and still
+/// holds (`syncer::exposure`, up to `MAX_EXPOSED_FILES` per ingest).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("nvr-syncer: cannot raise the open files limit to {hard}: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     syncer::layout::set_private_umask();
+    raise_open_files_limit();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

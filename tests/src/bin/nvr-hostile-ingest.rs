@@ -8,7 +8,8 @@
 //! ingest would: the sandbox must kill them. The others need only allowed syscalls, so the
 //! syncer must stop them whatever the sandbox does.
 //!
-//! - `keep-fd`: writes 8 MiB through a committed recording's descriptor.
+//! - `keep-fd` (*sandboxed*): writes 8 MiB through a committed recording's descriptor, then
+//!   closes it.
 //! - `fallocate-unsandboxed`: preallocates 16 MiB (`FALLOC_FL_KEEP_SIZE`) on a committed
 //!   recording, keeping its descriptor.
 //! - `fallocate`, `ftruncate`, `clear-append` (*sandboxed*): preallocates 64 MiB on its
@@ -50,7 +51,10 @@ fn main() {
     let fd = unsafe { OwnedFd::from_raw_fd(protocol::wire::INGEST_CONNECTION_FD) };
     let mut h = Hostile::connect(Conn::from(UnixStream::from(fd)));
     match attack {
-        "keep-fd" => h.keep_fd(),
+        "keep-fd" => {
+            sandbox();
+            h.keep_fd()
+        }
         "fallocate-unsandboxed" => {
             let (id, f) = h.record();
             preallocate(id, &f, 16 << 20);
