@@ -292,7 +292,12 @@ fn as_root_each_camera_runs_under_a_uid_of_its_own() {
         eprintln!("SKIPPED: per-camera uids need root");
         return;
     }
-    let (tmp, d, needle) = setup(&[("a", "file:{clip}?speed=2"), ("b", "synthetic:?speed=2")]);
+    // Names no other test's processes have (they are looked up by command line).
+    let (a, b) = (
+        format!("uid-a-{}", std::process::id()),
+        format!("uid-b-{}", std::process::id()),
+    );
+    let (tmp, d, needle) = setup(&[(&a, "file:{clip}?speed=2"), (&b, "synthetic:?speed=2")]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     if let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() {

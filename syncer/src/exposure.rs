@@ -34,9 +34,10 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use protocol::CompositeId;
 
-/// Most files one process may hold exposed: twice the descriptors an ingest may have open
-/// (`ingest::sandbox::MAX_OPEN_FILES`, 32), so that an honest ingest, which holds two or three
-/// at once, stays far below it whatever files it closed unseen (between two looks).
+/// Most files one process may hold exposed: twice the descriptors a sandboxed ingest may have
+/// open (`ingest::sandbox::MAX_OPEN_FILES`, 32; an honest one holds two or three). Past it (an
+/// ingest outside its sandbox) the connection is dropped, which bounds the descriptors the
+/// syncer keeps for it.
 pub const MAX_EXPOSED_FILES: usize = 64;
 
 /// A file, by device and inode: what `/proc/PID/fd` entries and our own descriptors agree on.
@@ -65,9 +66,6 @@ struct Exposed {
     allowed_bytes: u64,
     /// The syncer is done with it (committed, salvaged or discarded).
     settled: bool,
-    /// Seen in the process's descriptor table: only then does its absence mean the process
-    /// closed it (a descriptor still in flight, in the socket, is in no table yet).
-    seen_held: bool,
 }
 
 impl Exposed {
@@ -129,7 +127,6 @@ impl Exposure {
             fd: handed.as_fd().try_clone_to_owned()?,
             allowed_bytes,
             settled: false,
-            seen_held: false,
         };
         self.files.insert(key, e);
         Ok(())
@@ -169,7 +166,8 @@ impl Exposure {
     }
 
     /// Looks at every exposed file; cuts back each that holds more than it may (the
-    /// breaches), and forgets the settled ones the process is seen to have closed. The error
+    /// breaches), and forgets the settled ones the process no longer holds (the syncer's
+    /// duplicate would otherwise keep a deleted recording's inode). The error
     /// says the process's descriptors could not be listed (no privilege; a process that is
     /// gone lists none): the files were looked at all the same, and none forgotten.
     pub fn enforce(&mut self) -> (Vec<Breach>, io::Result<()>) {
@@ -188,17 +186,12 @@ impl Exposure {
         };
         // A listing that could not follow every link proves nothing about the ones missed.
         if let Some(held) = held {
-            for (k, e) in self.files.iter_mut() {
-                e.seen_held |= held.contains(k);
-            }
-            self.files
-                .retain(|k, e| !e.settled || !e.seen_held || held.contains(k));
+            self.files.retain(|k, e| !e.settled || held.contains(k));
         }
         (breaches, Ok(()))
     }
 
-    /// How many files are exposed: the settled ones stay until the process is seen to have
-    /// closed them. The syncer holds a descriptor for each, so it drops a connection whose
+    /// How many files are exposed: the settled ones stay while the process holds them. The syncer holds a descriptor for each, so it drops a connection whose
     /// process has more than [`MAX_EXPOSED_FILES`].
     pub fn exposed_files(&self) -> usize {
         self.files.len()

@@ -528,7 +528,11 @@ where
                 if let Some(e) = c.exposure.as_mut()
                     && let Err(err) = e.expose(&fd, id, WRITE_WINDOW_BYTES)
                 {
-                    warn!(recording = %id, error = %err, "cannot watch its file");
+                    // Never a descriptor the syncer could not take back in size (EMFILE).
+                    error!(recording = %id, error = %err, "cannot watch its file");
+                    let why = format!("recording {id}: its file cannot be watched ({err})");
+                    self.drop_conn(conn, &why);
+                    return Ok(());
                 }
                 self.send(conn, IngestReply::Opened { id }, Some(fd))
             }
@@ -714,7 +718,7 @@ where
                 && let Some(id) = e.newest_id()
             {
                 let why = format!(
-                    "{} sample files it was handed are not seen closed (at most {} may be)",
+                    "it holds {} sample files it was handed (at most {} may stay open)",
                     e.exposed_files(),
                     exposure::MAX_EXPOSED_FILES
                 );
