@@ -61,7 +61,8 @@ pub const MAX_RECORDINGS_PER_PAGE: u32 = 2000;
 /// 4: a full disk costs a recording's unwritten tail, not the connection
 /// (`IngestRequest::AbandonRecording`, `IngestReply::OpenRefused`).
 /// 5: `AdminRequest::DroppedIngests`, so the supervisor ends an ingest the syncer dropped.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// 6: `AdminRequest::IngestHolds`, the files ingests hold, for an unprivileged syncer.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// [`Hello::role`] of an ingest on its brokered connection.
 pub const ROLE_INGEST: &str = "ingest";
@@ -357,6 +358,31 @@ pub enum AdminRequest {
         /// The last sequence number the client has seen.
         after: u64,
     },
+    /// Tells an unprivileged syncer (`nvr-syncer --holds-relayed`), which may not list an
+    /// ingest's descriptors, which files each ingest process holds open, as listed by the
+    /// supervisor (root) just before; answered by [`AdminReply::Ok`]. The syncer then looks at
+    /// every file it handed the process and forgets those it settled that are not held.
+    IngestHolds {
+        /// One listing per ingest process.
+        holds: Vec<IngestHolds>,
+    },
+}
+
+/// The files one ingest process holds open, by device and inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestHolds {
+    /// The ingest process.
+    pub pid: i32,
+    /// Its open files, or `None` if the listing was incomplete (a descriptor could not be
+    /// followed: the table changed while it was read).
+    pub files: Option<Vec<FileKey>>,
+}
+
+/// A file, by device and inode number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// Most [`DroppedIngest`]s a syncer keeps (the latest).

@@ -29,7 +29,12 @@ pub const DEFAULT_DATA_DIR: &str = "./nvr-data";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Creates the database and sample dir (idempotent on a healthy data dir).
-    Init,
+    Init {
+        /// Started as root: give the data dir to this user, whom `nvr run` as root then runs
+        /// the syncer as (and every other command started as root acts as).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Adds, lists, changes or removes cameras.
     Camera {
         #[command(subcommand)]

@@ -12,6 +12,8 @@
 //! choose another range.
 
 use nix::unistd::{Gid, Group, Uid, User};
+
+use crate::identity::Identity;
 use thiserror::Error;
 
 /// The default range: far above the ids distributions hand out to people (from 1000) and
@@ -27,13 +29,6 @@ pub struct IngestUids {
     first: u32,
     /// How many ids, at least 1.
     count: u32,
-}
-
-/// The uid and gid one ingest runs under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IngestIdentity {
-    pub uid: Uid,
-    pub gid: Gid,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -145,9 +140,9 @@ impl IngestUids {
     }
 
     /// The identity of stream `stream_id`'s ingest.
-    pub fn for_stream(&self, stream_id: i32) -> Result<IngestIdentity, IngestUidsError> {
+    pub fn for_stream(&self, stream_id: i32) -> Result<Identity, IngestUidsError> {
         match u32::try_from(stream_id) {
-            Ok(i) if i < self.count => Ok(IngestIdentity {
+            Ok(i) if i < self.count => Ok(Identity {
                 uid: Uid::from_raw(self.first + i),
                 gid: Gid::from_raw(self.first + i),
             }),

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod identity;
 pub mod ingest_uids;
 pub mod mp4;
 pub mod progress;

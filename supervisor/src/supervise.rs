@@ -39,14 +39,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use protocol::messages::{CameraInfo, DroppedIngest};
+use protocol::messages::{CameraInfo, DroppedIngest, IngestHolds};
 use protocol::source_url::{PASSWORD_ENV, USERNAME_ENV, split_credentials};
 use syncer::admin_client::AdminClient;
 use syncer::layout::DataDir;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::ingest_uids::{IngestIdentity, IngestUids};
+use crate::identity::Identity;
+use crate::ingest_uids::IngestUids;
 use crate::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
 use crate::stderr_tail::StderrTail;
 
@@ -59,6 +60,10 @@ const STDERR_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the camera list is compared with the syncer's.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often an unprivileged syncer is told what each ingest holds: as often as a syncer that
+/// may list them looks for itself (`syncer::server`'s tick).
+const RELAY_HOLDS_EVERY: Duration = Duration::from_secs(1);
 
 /// Deadline of each step (connect, send, answer) of the supervisor's calls to the syncer: a
 /// stopped or stuck syncer delays a call by a few times this, not for ever, so a stop request
@@ -138,6 +143,10 @@ pub struct Config {
     pub bin_dir: PathBuf,
     /// Per-camera uids (started as root), `None` to run ingests under the supervisor's uid.
     pub ingest_uids: Option<IngestUids>,
+    /// The data dir's owner, whom the syncer runs as (started as root; see
+    /// [`crate::identity`]), `None` to run it under the supervisor's uid. The supervisor then
+    /// lists what each ingest holds for it (`AdminRequest::IngestHolds`).
+    pub syncer_owner: Option<Identity>,
     pub shutdown_timeout: Duration,
     pub backoff: Backoff,
     pub intensity: Intensity,
@@ -330,6 +339,8 @@ pub struct Supervisor {
     publish_failed: bool,
     /// The last [`DroppedIngest::seq`] of the running syncer handled.
     dropped_seen: u64,
+    /// When what ingests hold was last listed for the syncer.
+    last_relay: Instant,
 }
 
 impl Supervisor {
@@ -348,6 +359,7 @@ impl Supervisor {
             written: None,
             publish_failed: false,
             dropped_seen: 0,
+            last_relay: Instant::now(),
         }
     }
 
@@ -451,7 +463,42 @@ impl Supervisor {
         if self.last_reconcile.elapsed() >= RECONCILE_EVERY {
             self.reconcile();
         }
+        if self.cfg.syncer_owner.is_some() && self.last_relay.elapsed() >= RELAY_HOLDS_EVERY {
+            self.relay_holds();
+        }
         Ok(())
+    }
+
+    /// Lists the files each ingest holds open for the unprivileged syncer, which may not
+    /// (`AdminRequest::IngestHolds`; see `syncer::exposure`).
+    fn relay_holds(&mut self) {
+        self.last_relay = Instant::now();
+        if self.syncer.is_none() {
+            return;
+        }
+        let pids = self
+            .cameras
+            .values()
+            .filter_map(|c| c.proc.as_ref())
+            .chain(self.retiring.iter().map(|(p, _)| p))
+            .map(|p| p.pid().as_raw());
+        let holds: Vec<IngestHolds> = pids
+            .filter_map(|pid| match syncer::exposure::held_files(pid) {
+                Ok(files) => Some(IngestHolds {
+                    pid,
+                    files: files.map(|f| f.into_iter().collect()),
+                }),
+                Err(e) => {
+                    warn!(pid, error = %e, "cannot list an ingest's descriptors for the syncer");
+                    None
+                }
+            })
+            .collect();
+        let sent = AdminClient::connect_with_deadline(&self.cfg.data_dir, ADMIN_DEADLINE)
+            .and_then(|mut a| a.ingest_holds(holds));
+        if let Err(e) = sent {
+            warn!(error = %e, "cannot tell the syncer what ingests hold");
+        }
     }
 
     fn note_syncer_restart(&mut self) -> Result<(), SuperviseError> {
@@ -508,7 +555,11 @@ impl Supervisor {
             .arg(self.cfg.min_free_inodes.to_string())
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        child_setup(&mut cmd, &[(write.as_raw_fd(), 3)], ChildRole::Syncer);
+        if self.cfg.syncer_owner.is_some() {
+            cmd.arg("--holds-relayed");
+        }
+        let role = ChildRole::Syncer(self.cfg.syncer_owner);
+        child_setup(&mut cmd, &[(write.as_raw_fd(), 3)], role);
         let mut child = cmd.spawn().map_err(|source| SuperviseError::Spawn {
             what: "nvr-syncer".into(),
             source,
@@ -880,11 +931,12 @@ fn open_source_file(source: &str) -> Result<Option<std::fs::File>, String> {
 /// Which child [`child_setup`] prepares.
 #[derive(Clone, Copy, Debug)]
 enum ChildRole {
-    Syncer,
+    /// The syncer, as the data dir's owner when given.
+    Syncer(Option<Identity>),
     /// An ingest, under its own uid and gid when given. Always with resource limits:
     /// `RLIMIT_FSIZE` at the largest recording (SIGXFSZ ignored, so an oversized write fails
     /// instead of killing) and `RLIMIT_NOFILE`; the ingest's sandbox adds its own.
-    Ingest(Option<IngestIdentity>),
+    Ingest(Option<Identity>),
 }
 
 /// Prepares a child: each `(descriptor, target)` of `fds` moved to its target number, its
@@ -904,18 +956,21 @@ fn child_setup(cmd: &mut Command, fds: &[(i32, i32)], role: ChildRole) {
             let err = |e: nix::Error| std::io::Error::from(e);
             move_descriptors(&fds)?;
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(err)?;
-            if let ChildRole::Ingest(identity) = role {
-                use nix::sys::resource::{Resource, setrlimit};
-                let fsize = syncer::limits::MAX_RECORDING_BYTES;
-                setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(err)?;
-                setrlimit(Resource::RLIMIT_NOFILE, INGEST_NOFILE, INGEST_NOFILE).map_err(err)?;
-                nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
-                    .map_err(err)?;
-                if let Some(id) = identity {
-                    nix::unistd::setgroups(&[]).map_err(err)?;
-                    nix::unistd::setgid(id.gid).map_err(err)?;
-                    nix::unistd::setuid(id.uid).map_err(err)?;
+            let identity = match role {
+                ChildRole::Syncer(identity) => identity,
+                ChildRole::Ingest(identity) => {
+                    use nix::sys::resource::{Resource, setrlimit};
+                    let fsize = syncer::limits::MAX_RECORDING_BYTES;
+                    setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).map_err(err)?;
+                    setrlimit(Resource::RLIMIT_NOFILE, INGEST_NOFILE, INGEST_NOFILE)
+                        .map_err(err)?;
+                    let ignore = nix::sys::signal::SigHandler::SigIgn;
+                    nix::sys::signal::signal(Signal::SIGXFSZ, ignore).map_err(err)?;
+                    identity
                 }
+            };
+            if let Some(id) = identity {
+                id.assume().map_err(err)?;
             }
             // Armed after any change of uid, which clears it (commit_creds).
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(err)?;

@@ -361,6 +361,125 @@ fn as_root_each_camera_runs_under_a_uid_of_its_own() {
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
+/// `nvr init --user nobody` (as root) gives the data dir to nobody: everything in it is
+/// nobody's, private; commands started as root act as nobody, so the database stays nobody's;
+/// `nvr run` runs the syncer as nobody (ingests under their own uids) and it records.
+#[test]
+fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: giving a data dir to a user needs root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("SKIPPED: no user nobody");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = DataDir::new(tmp.path().join("data"));
+    let nvr = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = nvr(&["init", "--user", "nobody"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let camera = format!("owned-{}", std::process::id());
+    let clip = tmp.path().join("clip.h264");
+    std::fs::copy(e2e::clip_path(), &clip).unwrap();
+    let source = format!("file:{}?speed=2", clip.display());
+    let out = nvr(&[
+        "camera",
+        "add",
+        &camera,
+        "--source",
+        &source,
+        "--flush-if-sec",
+        "1",
+        "--rotate-sec",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owned_privately = |what: &str| {
+        for e in std::fs::read_dir(&d.root).unwrap().flatten() {
+            let m = e.metadata().unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("supervisor.") {
+                continue; // nvr run's own files, root's.
+            }
+            assert_eq!(m.uid(), nobody.uid.as_raw(), "{what}: {name}");
+            let mode = m.mode() & 0o777;
+            assert!(mode & 0o077 == 0, "{what}: {name} has mode {mode:o}");
+        }
+        assert_eq!(
+            std::fs::metadata(&d.root).unwrap().uid(),
+            nobody.uid.as_raw()
+        );
+    };
+    owned_privately("after init and camera add");
+
+    let mut run = e2e::start_nvr_run(&d, &[]);
+    wait_until("ten recordings", Duration::from_secs(60), || {
+        committed(&d) >= 10
+    });
+    let needle = d.root.display().to_string();
+    let syncer = syncer_pid(&needle).unwrap();
+    assert_eq!(uid_of(syncer), Some(nobody.uid.as_raw()));
+    // The supervisor tells the syncer what the ingest holds, so the syncer lets go of the
+    // files the ingest closed: it holds a few sample files, not one per recording.
+    let sample_dir = d.sample_dir_path();
+    let held = std::fs::read_dir(format!("/proc/{syncer}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.starts_with(&sample_dir)))
+        .count();
+    assert!(held <= 6, "the syncer holds {held} sample dir descriptors");
+    let (pid, _) = pids_mentioning(&format!("nvr-ingest --camera {camera} "))
+        .into_iter()
+        .next()
+        .expect("the ingest runs");
+    assert!((61000..=61999).contains(&uid_of(pid).unwrap()));
+    let out = nvr(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run.signal(Signal::SIGTERM);
+    assert!(run.wait(Duration::from_secs(60)).success());
+    owned_privately("after nvr run");
+    let out = nvr(&["check", "--hash"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    owned_privately("after check");
+    // Not a user, and not root: clear errors, nothing changed.
+    let other = DataDir::new(tmp.path().join("other"));
+    let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
+        .arg("--data-dir")
+        .arg(&other.root)
+        .args(["init", "--user", "no-such-user-here"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named"));
+    assert!(!other.root.exists());
+}
+
 /// A sample dir removed while recording stops the syncer with an error saying so; recovery
 /// then refuses to start without it, and `nvr run` gives up naming that cause in one line
 /// (it used to carry on: creates failed with ENOENT, cameras cycled to failed, and status said

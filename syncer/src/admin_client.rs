@@ -19,7 +19,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
 use protocol::messages::{
-    AdminReply, AdminRequest, CameraConfig, CameraInfo, DroppedIngest, Hello,
+    AdminReply, AdminRequest, CameraConfig, CameraInfo, DroppedIngest, Hello, IngestHolds,
     MAX_RECORDINGS_PER_PAGE, ROLE_ADMIN, RecordingSummary, StatusReport,
 };
 use protocol::wire::{Conn, WireError};
@@ -183,6 +183,14 @@ impl AdminClient {
             (AdminReply::IngestConnection, Some(fd)) => Ok(fd),
             (AdminReply::Error { message }, None) => Err(AdminError::Refused(message)),
             (other, _) => Err(unexpected(other, "IngestConnection with a descriptor")),
+        }
+    }
+
+    /// Tells an unprivileged syncer what each ingest holds (see `AdminRequest::IngestHolds`).
+    pub fn ingest_holds(&mut self, holds: Vec<IngestHolds>) -> Result<(), AdminError> {
+        match self.request(&AdminRequest::IngestHolds { holds })? {
+            AdminReply::Ok => Ok(()),
+            other => Err(unexpected(other, "Ok")),
         }
     }
 

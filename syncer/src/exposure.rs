@@ -41,11 +41,7 @@ use protocol::CompositeId;
 pub const MAX_EXPOSED_FILES: usize = 64;
 
 /// A file, by device and inode: what `/proc/PID/fd` entries and our own descriptors agree on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct InodeKey {
-    dev: u64,
-    ino: u64,
-}
+pub use protocol::messages::FileKey as InodeKey;
 
 /// The key of the file open on `fd`.
 pub fn inode_key(fd: impl AsFd) -> io::Result<InodeKey> {
@@ -166,13 +162,12 @@ impl Exposure {
     }
 
     /// Looks at every exposed file; cuts back each that holds more than it may (the
-    /// breaches), and forgets the settled ones the process no longer holds (the syncer's
-    /// duplicate would otherwise keep a deleted recording's inode). The error
+    /// breaches), and forgets the settled ones the process no longer holds. The error
     /// says the process's descriptors could not be listed (no privilege; a process that is
     /// gone lists none): the files were looked at all the same, and none forgotten.
     pub fn enforce(&mut self) -> (Vec<Breach>, io::Result<()>) {
         // Listed before the look, so that a write followed by a close is still seen.
-        let held = self.held_files();
+        let held = held_files(self.pid);
         let breaches = self.look();
         let held = match held {
             Ok(h) => h,
@@ -186,9 +181,25 @@ impl Exposure {
         };
         // A listing that could not follow every link proves nothing about the ones missed.
         if let Some(held) = held {
-            self.files.retain(|k, e| !e.settled || held.contains(k));
+            self.forget_closed(&held);
         }
         (breaches, Ok(()))
+    }
+
+    /// [`Exposure::enforce`] with the process's files listed by someone who may (`held`,
+    /// listed before this call; `None`: not known now, so nothing is forgotten).
+    pub fn enforce_listed(&mut self, held: Option<&BTreeSet<InodeKey>>) -> Vec<Breach> {
+        let breaches = self.look();
+        if let Some(held) = held {
+            self.forget_closed(held);
+        }
+        breaches
+    }
+
+    /// Forgets the settled files not in `held` (the syncer's duplicate would otherwise keep
+    /// a deleted recording's inode).
+    fn forget_closed(&mut self, held: &BTreeSet<InodeKey>) {
+        self.files.retain(|k, e| !e.settled || held.contains(k));
     }
 
     /// How many files are exposed: the settled ones stay while the process holds them. The syncer holds a descriptor for each, so it drops a connection whose
@@ -228,47 +239,49 @@ impl Exposure {
         }
         breaches
     }
+}
 
-    /// The files the process holds open now; `None` if a descriptor listed could not be
-    /// followed (closed meanwhile, or moved: the table changed while it was read).
-    fn held_files(&self) -> io::Result<Option<BTreeSet<InodeKey>>> {
-        let mut held = BTreeSet::new();
-        for path in self.held_descriptors()? {
-            // Follows the link to the open file itself, even when it has been unlinked.
-            match nix::sys::stat::stat(&path) {
-                Ok(st) => held.insert(InodeKey {
-                    dev: st.st_dev,
-                    ino: st.st_ino,
-                }),
-                Err(_) => return Ok(None),
-            };
-        }
-        Ok(Some(held))
-    }
-
-    /// The `/proc/PID/task/TID/fd/N` links of every thread of the process (they share one
-    /// table, but a thread that has exited lists nothing): the first thread that lists any.
-    fn held_descriptors(&self) -> io::Result<Vec<std::path::PathBuf>> {
-        let tasks = match std::fs::read_dir(format!("/proc/{}/task", self.pid)) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+/// The files process `pid` holds open now; `None` if a descriptor listed could not be
+/// followed (closed meanwhile, or moved: the table changed while it was read). Needs the
+/// right to read its `/proc/PID/fd` (root for an ingest, which is not dumpable): `nvr run`'s
+/// supervisor lists them for an unprivileged syncer (`AdminRequest::IngestHolds`).
+pub fn held_files(pid: i32) -> io::Result<Option<BTreeSet<InodeKey>>> {
+    let mut held = BTreeSet::new();
+    for path in held_descriptors(pid)? {
+        // Follows the link to the open file itself, even when it has been unlinked.
+        match nix::sys::stat::stat(&path) {
+            Ok(st) => held.insert(InodeKey {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            }),
+            Err(_) => return Ok(None),
         };
-        let mut denied = None;
-        for task in tasks.flatten() {
-            match std::fs::read_dir(task.path().join("fd")) {
-                Ok(fds) => {
-                    let paths: Vec<_> = fds.flatten().map(|f| f.path()).collect();
-                    if !paths.is_empty() {
-                        return Ok(paths);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = Some(e),
-                Err(_) => {} // a thread that just exited
-            }
-        }
-        denied.map_or(Ok(Vec::new()), Err)
     }
+    Ok(Some(held))
+}
+
+/// The `/proc/PID/task/TID/fd/N` links of every thread of the process (they share one table,
+/// but a thread that has exited lists nothing): the first thread that lists any.
+fn held_descriptors(pid: i32) -> io::Result<Vec<std::path::PathBuf>> {
+    let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut denied = None;
+    for task in tasks.flatten() {
+        match std::fs::read_dir(task.path().join("fd")) {
+            Ok(fds) => {
+                let paths: Vec<_> = fds.flatten().map(|f| f.path()).collect();
+                if !paths.is_empty() {
+                    return Ok(paths);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = Some(e),
+            Err(_) => {} // a thread that just exited
+        }
+    }
+    denied.map_or(Ok(Vec::new()), Err)
 }
 
 /// Truncates the file to `len_bytes` through the syncer's own descriptor `fd`, which also

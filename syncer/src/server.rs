@@ -21,7 +21,7 @@
 //! error at once: the supervisor restarts the syncer, whose recovery makes everything
 //! consistent again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,9 +35,9 @@ use protocol::CompositeId;
 use protocol::clock::{Clock, RealClock};
 use protocol::limits::WRITE_WINDOW_BYTES;
 use protocol::messages::{
-    AdminReply, AdminRequest, CameraInfo, Hello, HelloReply, IngestReply, IngestRequest,
-    MAX_RECORDINGS_PER_PAGE, PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST, RecordingSummary,
-    StatusReport, StreamStatus,
+    AdminReply, AdminRequest, CameraInfo, Hello, HelloReply, IngestHolds, IngestReply,
+    IngestRequest, MAX_RECORDINGS_PER_PAGE, PROTOCOL_VERSION, ROLE_ADMIN, ROLE_INGEST,
+    RecordingSummary, StatusReport, StreamStatus,
 };
 use protocol::wire::{self, Conn, WireError};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -75,6 +75,9 @@ pub struct ServeOptions {
     pub syncer: SyncerOptions,
     /// How long a graceful stop waits for ingests to close their recordings.
     pub shutdown_grace: std::time::Duration,
+    /// The files ingests hold are listed by the supervisor (`AdminRequest::IngestHolds`),
+    /// since this syncer may not list them itself (it runs unprivileged).
+    pub holds_relayed: bool,
 }
 
 impl Default for ServeOptions {
@@ -82,6 +85,7 @@ impl Default for ServeOptions {
         ServeOptions {
             syncer: SyncerOptions::default(),
             shutdown_grace: std::time::Duration::from_secs(10),
+            holds_relayed: false,
         }
     }
 }
@@ -272,6 +276,7 @@ where
         jobs_in_flight: 0,
         stop: None,
         grace: opts.shutdown_grace,
+        holds_relayed: opts.holds_relayed,
         removals: Vec::new(),
         orphans: Vec::new(),
         dropped: DroppedLog::default(),
@@ -312,6 +317,8 @@ struct Core<D: Dir> {
     jobs_in_flight: usize,
     stop: Option<Stopping>,
     grace: std::time::Duration,
+    /// See [`ServeOptions::holds_relayed`].
+    holds_relayed: bool,
     /// Camera removals waiting for their stream's saves; its connections are refused meanwhile.
     removals: Vec<PendingRemoval>,
     /// Exposures of ingest processes whose connections are gone but which still run.
@@ -691,6 +698,43 @@ where
                 log_breach(pid, &b);
             }
         }
+        let relayed = self.holds_relayed;
+        let mut unlisted = None;
+        self.police(|e| {
+            if relayed {
+                return e.enforce_listed(None); // What they hold comes from the supervisor.
+            }
+            let (breaches, listed) = e.enforce();
+            if let Err(err) = listed {
+                unlisted = Some((e.pid(), err));
+            }
+            breaches
+        });
+        if let Some((pid, err)) = unlisted
+            && !std::mem::replace(&mut self.exposures_unwatchable, true)
+        {
+            warn!(pid, error = %err, "cannot list an ingest's descriptors: files it keeps after \
+                  their commit are not watched (run as root, or under nvr run as root)");
+        }
+    }
+
+    /// The supervisor listed what each ingest holds (`AdminRequest::IngestHolds`): every
+    /// exposure of those processes is looked at, and what they closed forgotten.
+    fn relayed_holds(&mut self, holds: Vec<IngestHolds>) {
+        let by_pid: HashMap<i32, Option<BTreeSet<exposure::InodeKey>>> = holds
+            .into_iter()
+            .map(|h| (h.pid, h.files.map(|f| f.into_iter().collect())))
+            .collect();
+        self.police(|e| match by_pid.get(&e.pid()) {
+            Some(held) => e.enforce_listed(held.as_ref()),
+            None => Vec::new(),
+        });
+    }
+
+    /// Applies `look` to every exposure (live connections' and orphans'), then acts on what
+    /// it found: each breach logged; a live connection that did it, or whose process holds
+    /// more than [`exposure::MAX_EXPOSED_FILES`], dropped; an orphan's process reported.
+    fn police(&mut self, mut look: impl FnMut(&mut Exposure) -> Vec<exposure::Breach>) {
         let mut offenders = Vec::new();
         let mut gone_offenders = Vec::new();
         let live = self
@@ -699,14 +743,7 @@ where
             .filter_map(|(&conn, c)| c.exposure.as_mut().map(|e| (Some(conn), e)));
         let gone = self.orphans.iter_mut().map(|e| (None, e));
         for (conn, e) in live.chain(gone) {
-            let (breaches, listed) = e.enforce();
-            if let Err(err) = listed
-                && !std::mem::replace(&mut self.exposures_unwatchable, true)
-            {
-                warn!(pid = e.pid(), error = %err, "cannot list an ingest's descriptors: \
-                      files it keeps after their commit are not watched (run as root)");
-            }
-            let mut reasons: Vec<(CompositeId, String)> = breaches
+            let mut reasons: Vec<(CompositeId, String)> = look(e)
                 .iter()
                 .map(|b| {
                     log_breach(e.pid(), b);
@@ -839,6 +876,10 @@ where
                 Ok(r) => Ok((AdminReply::Recordings(r), None)),
                 Err(e) => error(e.to_string()),
             },
+            AdminRequest::IngestHolds { holds } => {
+                self.relayed_holds(holds);
+                Ok((AdminReply::Ok, None))
+            }
             AdminRequest::DroppedIngests { after } => {
                 Ok((AdminReply::DroppedIngests(self.dropped.since(after)), None))
             }

@@ -418,6 +418,7 @@ impl Daemon {
                 open_budget: OpenBudget::new(0, 0),
             },
             shutdown_grace: Duration::from_secs(5),
+            holds_relayed: false,
         };
         let seams = Seams {
             wrap_dir: {

@@ -95,6 +95,16 @@ struct Outcome {
 /// camera's state (at most a minute), then lets the honest camera record three more
 /// recordings, stops, and checks what every test checks.
 fn run_attack(attack: &str, done: impl Fn(&CameraState, &DataDir) -> bool) -> Outcome {
+    run_attack_owned(attack, None, done)
+}
+
+/// [`run_attack`] on a data dir given to the user `owner` (`nvr init --user`), so that the
+/// syncer runs unprivileged as that user.
+fn run_attack_owned(
+    attack: &str,
+    owner: Option<&str>,
+    done: impl Fn(&CameraState, &DataDir) -> bool,
+) -> Outcome {
     let evil = format!("evil-{attack}");
     let tmp = tempfile::tempdir().unwrap();
     let clip = tmp.path().join("clip.h264");
@@ -109,6 +119,21 @@ fn run_attack(attack: &str, done: impl Fn(&CameraState, &DataDir) -> bool) -> Ou
         ],
     );
     let bin = bin_dir();
+    if let Some(user) = owner {
+        // The owner must reach its data dir.
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(e2e::binary("nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .args(["init", "--user", user])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let log_path = tmp.path().join("nvr.log");
     let real = e2e::binary("nvr-ingest");
     let mut nvr = e2e::start_nvr_run_from(
@@ -218,6 +243,29 @@ fn writing_through_a_committed_recordings_descriptor() {
     let o = run_attack("keep-fd", ended_with("the syncer dropped it"));
     assert_dropped_for_growing(&o);
     assert!(o.evil_recordings >= 1, "its honest-looking recording stays");
+}
+
+/// The same with the syncer running unprivileged as the data dir's owner: the supervisor lists
+/// what the ingest holds for it, so the file is still cut back.
+#[test]
+fn writing_through_a_kept_descriptor_with_an_unprivileged_syncer() {
+    if !root_or_skip() {
+        return;
+    }
+    if nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        eprintln!("SKIPPED: no user nobody");
+        return;
+    }
+    let o = run_attack_owned(
+        "keep-fd",
+        Some("nobody"),
+        ended_with("the syncer dropped it"),
+    );
+    assert_dropped_for_growing(&o);
 }
 
 #[test]

@@ -22,8 +22,22 @@ fn main() -> ExitCode {
     let d = given
         .clone()
         .unwrap_or_else(|| DataDir::new(DEFAULT_DATA_DIR));
+    // On a data dir another user owns, commands that may write in it act as that user
+    // (`supervisor::identity`); `run` stays root to start ingests under their own uids, and
+    // `export` writes where its caller may.
+    let acts_as_owner = matches!(
+        cli.command,
+        Command::Camera { .. }
+            | Command::Status { .. }
+            | Command::Recordings { .. }
+            | Command::Check { .. }
+    );
+    if acts_as_owner && let Err(e) = supervisor::identity::act_as_owner(&d) {
+        eprintln!("nvr: {}: {e}", d.root.display());
+        return ExitCode::FAILURE;
+    }
     let (name, result) = match cli.command {
-        Command::Init => ("init", commands::init::run(&d)),
+        Command::Init { user } => ("init", commands::init::run(&d, user.as_deref())),
         Command::Camera { command } => ("camera", commands::camera::run(&d, command)),
         Command::Run(args) => ("run", commands::run::run(&d, args)),
         Command::Status { json } => ("status", commands::status::status(&d, json)),

@@ -52,7 +52,12 @@ fn refuse_foreign(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-pub fn run(d: &DataDir) -> CmdResult {
+pub fn run(d: &DataDir, user: Option<&str>) -> CmdResult {
+    if let Some(name) = user {
+        give_to(d, name)?;
+    } else {
+        crate::identity::act_as_owner(d)?;
+    }
     if syncer_answers(d) {
         println!(
             "{}: already initialized (a syncer is running on it)",
@@ -67,5 +72,30 @@ pub fn run(d: &DataDir) -> CmdResult {
             println!("{}: already initialized", d.root.display())
         }
     }
+    if let Some(name) = user {
+        println!(
+            "{}: owned by {name}; nvr run started as root runs the syncer as {name}",
+            d.root.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--user NAME`: gives the data dir (made if missing) to the user, then acts as it, so that
+/// the init creates the user's files.
+fn give_to(d: &DataDir, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("--user needs nvr init to be started as root".into());
+    }
+    let owner = crate::identity::Identity::of_user(name)?;
+    if owner.uid.is_root() {
+        return Err(format!("--user {name} is root: leave --user out").into());
+    }
+    refuse_foreign(&d.root)?;
+    crate::identity::give_data_dir(d, owner)
+        .map_err(|e| format!("cannot give {} to {name}: {e}", d.root.display()))?;
+    owner
+        .assume()
+        .map_err(|e| format!("cannot act as {name}: {e}"))?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ use syncer::layout::DataDir;
 
 use super::CmdResult;
 use crate::cli::RunArgs;
+use crate::identity::{self, Identity};
 use crate::ingest_uids::{self, IngestUids};
 use crate::supervise::{self, Backoff, Config, Intensity, Supervisor};
 
@@ -58,6 +59,31 @@ fn ingest_uids(
     Ok(Some(range))
 }
 
+/// Started as root on a data dir another user owns (`nvr init --user`): the syncer runs as
+/// that user, whose uid must not be one of the ingests'.
+fn syncer_owner(
+    d: &DataDir,
+    ingest_uids: Option<IngestUids>,
+) -> Result<Option<Identity>, Box<dyn std::error::Error>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let Some(owner) = identity::data_dir_owner(d)? else {
+        return Ok(None);
+    };
+    if let Some(r) = ingest_uids
+        && r.contains(owner.uid.as_raw())
+    {
+        return Err(format!(
+            "the data dir's owner, uid {}, is in --ingest-uids {r}: choose another range",
+            owner.uid
+        )
+        .into());
+    }
+    tracing::info!(uid = %owner.uid, "the syncer runs as the data dir's owner");
+    Ok(Some(owner))
+}
+
 /// Tells systemd the service is ready, when started as a `Type=notify` unit.
 fn notify_ready() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -98,10 +124,12 @@ pub fn config(
     }
     d.check_writable()?;
     check_min_free(d, args.min_free.0, args.min_free_inodes)?;
+    let ingest_uids = ingest_uids(args.ingest_uids)?;
     Ok(Config {
         data_dir: d.clone(),
         bin_dir: bin_dir()?,
-        ingest_uids: ingest_uids(args.ingest_uids)?,
+        ingest_uids,
+        syncer_owner: syncer_owner(d, ingest_uids)?,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_sec),
         backoff: Backoff {
             initial: Duration::from_millis(args.restart_backoff_ms),

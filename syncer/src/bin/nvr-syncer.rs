@@ -40,6 +40,11 @@ struct Args {
     /// Likewise keep at least this many inodes free (0 disables).
     #[arg(long, default_value_t = syncer::SyncerOptions::default().min_free_inodes)]
     min_free_inodes: u64,
+
+    /// The files ingests hold are listed by the supervisor (`nvr run` as root passes this to
+    /// a syncer it runs as the data dir's owner, which may not list them itself).
+    #[arg(long)]
+    holds_relayed: bool,
 }
 
 /// Raises the soft descriptor limit to the hard one: the daemon holds a descriptor per
@@ -80,6 +85,7 @@ fn main() -> ExitCode {
         None => None,
     };
     let opts = ServeOptions {
+        holds_relayed: args.holds_relayed,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_sec),
         syncer: syncer::SyncerOptions {
             min_free_bytes: args.min_free_bytes,
