@@ -72,23 +72,62 @@ pub fn act_as_owner(d: &DataDir) -> Result<(), String> {
 
 /// Gives `d` to `owner`: its root directory, what the root holds, and what the sample dir
 /// holds (nvr keeps nothing deeper). Creates the root directory if it is missing.
+///
+/// Root works in a directory a user may already control (a second `init --user`, or a race
+/// with the first): nothing is followed through a symbolic link (the root and the sample dir
+/// are opened `O_NOFOLLOW`, entries changed with `AT_SYMLINK_NOFOLLOW`), links are left as
+/// they are, a file with other hard links is refused, and the root directory itself is given
+/// last.
 pub fn give_data_dir(d: &DataDir, owner: Identity) -> io::Result<()> {
+    use nix::fcntl::{OFlag, open, openat};
+    use nix::sys::stat::Mode;
     std::fs::create_dir_all(&d.root)?;
-    let chown = |p: &std::path::Path| {
-        std::os::unix::fs::lchown(p, Some(owner.uid.as_raw()), Some(owner.gid.as_raw()))
-    };
-    chown(&d.root)?;
-    for e in std::fs::read_dir(&d.root)? {
-        chown(&e?.path())?;
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = open(&d.root, dir_flags, Mode::empty())?;
+    give_entries(&root, owner)?;
+    match openat(
+        &root,
+        syncer::layout::SAMPLE_DIR_NAME,
+        dir_flags,
+        Mode::empty(),
+    ) {
+        Ok(sample) => give_entries(&sample, owner)?,
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    match std::fs::read_dir(d.sample_dir_path()) {
-        Ok(entries) => {
-            for e in entries {
-                chown(&e?.path())?;
-            }
-            Ok(())
+    nix::unistd::fchown(&root, Some(owner.uid), Some(owner.gid))?;
+    Ok(())
+}
+
+/// Gives every entry of the open directory `dir` (not following links) to `owner`.
+fn give_entries(dir: &std::os::fd::OwnedFd, owner: Identity) -> io::Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::{SFlag, fstatat};
+    let entries = nix::dir::Dir::from_fd(dir.try_clone()?)?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        if kind == SFlag::S_IFLNK {
+            continue; // A link is not nvr's: left as it is.
+        }
+        if kind == SFlag::S_IFREG && st.st_nlink > 1 {
+            return Err(io::Error::other(format!(
+                "{} has other hard links: not giving it away",
+                name.to_string_lossy()
+            )));
+        }
+        nix::unistd::fchownat(
+            dir,
+            name,
+            Some(owner.uid),
+            Some(owner.gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
     }
+    Ok(())
 }

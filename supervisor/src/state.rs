@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use syncer::layout::DataDir;
 
+use crate::identity::Identity;
+
 pub const STATE_FILE_NAME: &str = "supervisor.json";
 
 pub const LOCK_FILE_NAME: &str = "supervisor.lock";
@@ -24,6 +26,8 @@ pub const LOCK_FILE_NAME: &str = "supervisor.lock";
 #[derive(Debug)]
 pub struct SupervisorLock {
     _file: File,
+    /// The data dir's owner, who gets the supervisor's files (see [`crate::identity`]).
+    owner: Option<Identity>,
 }
 
 /// Why [`SupervisorLock::acquire`] failed.
@@ -44,8 +48,11 @@ pub enum LockError {
 }
 
 impl SupervisorLock {
-    /// Takes the data dir's supervisor lock, without waiting.
-    pub fn acquire(d: &DataDir) -> Result<SupervisorLock, LockError> {
+    /// Takes the data dir's supervisor lock, without waiting. On a data dir given to `owner`,
+    /// the supervisor (root) works in a directory that user controls: the lock is never
+    /// followed through a symlink nor taken on a file linked elsewhere, and is the owner's.
+    pub fn acquire(d: &DataDir, owner: Option<Identity>) -> Result<SupervisorLock, LockError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let path = d.root.join(LOCK_FILE_NAME);
         let io_error = |source| LockError::Io {
             path: path.clone(),
@@ -55,11 +62,19 @@ impl SupervisorLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_error)?;
+        let meta = file.metadata().map_err(io_error)?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(io_error(io::Error::other(
+                "not a plain file (a hard link or special file): remove it",
+            )));
+        }
+        give(&file, owner).map_err(io_error)?;
         let lock = whole_file(nix::libc::F_WRLCK);
         match nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => Ok(SupervisorLock { _file: file }),
+            Ok(_) => Ok(SupervisorLock { _file: file, owner }),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(LockError::Held {
                 pid: SupervisorState::read(d).map(|s| s.pid),
                 data_dir: d.root.clone(),
@@ -125,17 +140,39 @@ pub struct SupervisorState {
     pub cameras: Vec<CameraState>,
 }
 
+/// Gives the open file to `owner`, if any.
+fn give(f: &File, owner: Option<Identity>) -> io::Result<()> {
+    match owner {
+        Some(o) => nix::unistd::fchown(f, Some(o.uid), Some(o.gid)).map_err(io::Error::from),
+        None => Ok(()),
+    }
+}
+
 pub fn state_path(d: &DataDir) -> PathBuf {
     d.root.join(STATE_FILE_NAME)
 }
 
 impl SupervisorState {
-    /// Replaces the state file atomically; only the holder of `_lock` may.
-    pub fn write(&self, d: &DataDir, _lock: &SupervisorLock) -> io::Result<()> {
+    /// Replaces the state file atomically; only the holder of `lock` may. The temporary file
+    /// is made anew (`O_EXCL`, never through a link someone left in its place) and given to
+    /// the data dir's owner; the rename replaces whatever name was there, never a link's target.
+    pub fn write(&self, d: &DataDir, lock: &SupervisorLock) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = state_path(d);
         let tmp = path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, json)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        give(&f, lock.owner)?;
+        f.write_all(&json)?;
         std::fs::rename(&tmp, &path)
     }
 

@@ -366,7 +366,7 @@ impl Supervisor {
     /// Runs until a stop request has been carried out. `ready` is called once, when the syncer
     /// is ready and every camera's ingest has been started for the first time.
     pub fn run(mut self, mut ready: impl FnMut()) -> Result<(), SuperviseError> {
-        let lock = SupervisorLock::acquire(&self.cfg.data_dir)?;
+        let lock = SupervisorLock::acquire(&self.cfg.data_dir, self.cfg.syncer_owner)?;
         let mut announced = false;
         let result = loop {
             if self.cfg.stop_requests.load(Ordering::SeqCst) > 0 {
@@ -710,7 +710,10 @@ impl Supervisor {
             .map(|r| r.for_stream(c.info.id))
             .transpose()
             .map_err(|e| e.to_string())
-            .and_then(|identity| Ok((identity, open_source_file(&c.info.config.source)?)));
+            .and_then(|identity| {
+                let file = open_source_file(&c.info.config.source, self.cfg.syncer_owner)?;
+                Ok((identity, file))
+            });
         let (identity, source_file) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -904,7 +907,16 @@ impl Supervisor {
 /// Opens a `file:` source's file for its ingest, which may not be allowed to (a uid of its
 /// own) and opens nothing once sandboxed; `None` for other sources. Opened non-blocking, so
 /// that a FIFO without a writer cannot stall the supervisor, then made blocking again.
-fn open_source_file(source: &str) -> Result<Option<std::fs::File>, String> {
+///
+/// On a data dir given to a user, that user configures the cameras (its syncer's admin
+/// socket admits it), so the file is opened with that user's file-system identity: root's
+/// access must not be lent to a path the user chose (`/root/...`, a device). The supervisor
+/// has no supplementary groups then (`nvr run` drops them), so only the user's uid and gid
+/// count.
+fn open_source_file(
+    source: &str,
+    owner: Option<Identity>,
+) -> Result<Option<std::fs::File>, String> {
     use protocol::source_spec::{SourceSpec, SourceUrl};
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(SourceUrl {
@@ -915,17 +927,42 @@ fn open_source_file(source: &str) -> Result<Option<std::fs::File>, String> {
         return Ok(None); // Not a file, or a URL the ingest itself refuses, naming the problem.
     };
     let failed = |e: &dyn std::fmt::Display| format!("cannot open source {}: {e}", path.display());
-    let file = std::fs::OpenOptions::new()
+    let as_owner = owner.map(FsIdentity::assume);
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-        .open(&path)
-        .map_err(|e| failed(&e))?;
+        .open(&path);
+    drop(as_owner);
+    let file = opened.map_err(|e| failed(&e))?;
     nix::fcntl::fcntl(
         &file,
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
     )
     .map_err(|e| failed(&e))?;
     Ok(Some(file))
+}
+
+/// This thread's file-system uid and gid switched to another identity's (`setfsuid`, which
+/// also drops root's file capabilities), until dropped.
+struct FsIdentity {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+}
+
+impl FsIdentity {
+    fn assume(to: Identity) -> FsIdentity {
+        // setfsgid first: once the fsuid is not root, the fsgid could not be changed back.
+        let gid = nix::unistd::setfsgid(to.gid);
+        let uid = nix::unistd::setfsuid(to.uid);
+        FsIdentity { uid, gid }
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(self.uid);
+        nix::unistd::setfsgid(self.gid);
+    }
 }
 
 /// Which child [`child_setup`] prepares.

@@ -746,7 +746,7 @@ fn commands_wait_for_a_supervised_syncer_instead_of_going_offline() {
             .unwrap()
     };
     // The syncer comes back: the command went through it.
-    let lock = supervisor::state::SupervisorLock::acquire(&d).unwrap();
+    let lock = supervisor::state::SupervisorLock::acquire(&d, None).unwrap();
     let mut status = spawn_status();
     std::thread::sleep(Duration::from_secs(1));
     assert!(status.try_wait().unwrap().is_none(), "it waits");
@@ -990,7 +990,7 @@ fn status_merges_what_nvr_run_knows_about_each_camera() {
             retry_at: Some(protocol::Time(1_800_000_000 * 90_000)),
         }],
     }
-    .write(&d, &SupervisorLock::acquire(&d).unwrap())
+    .write(&d, &SupervisorLock::acquire(&d, None).unwrap())
     .unwrap();
     let s = nvr(&d, &["status", "--json"]).ok().json();
     assert_eq!(s["supervisor_pid"], std::process::id());

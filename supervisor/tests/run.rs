@@ -414,11 +414,8 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
     );
     let owned_privately = |what: &str| {
         for e in std::fs::read_dir(&d.root).unwrap().flatten() {
-            let m = e.metadata().unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("supervisor.") {
-                continue; // nvr run's own files, root's.
-            }
             assert_eq!(m.uid(), nobody.uid.as_raw(), "{what}: {name}");
             let mode = m.mode() & 0o777;
             assert!(mode & 0o077 == 0, "{what}: {name} has mode {mode:o}");
@@ -429,6 +426,16 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
         );
     };
     owned_privately("after init and camera add");
+    // The owner may plant links where root (the supervisor) writes: they are not followed.
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"root's").unwrap();
+    std::os::unix::fs::symlink(&victim, d.root.join("supervisor.json.tmp")).unwrap();
+    std::os::unix::fs::lchown(
+        d.root.join("supervisor.json.tmp"),
+        Some(nobody.uid.as_raw()),
+        None,
+    )
+    .unwrap();
 
     let mut run = e2e::start_nvr_run(&d, &[]);
     wait_until("ten recordings", Duration::from_secs(60), || {
@@ -452,6 +459,12 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
         .expect("the ingest runs");
     assert!((61000..=61999).contains(&uid_of(pid).unwrap()));
     let out = nvr(&["status", "--json"]);
+    // Acting as the owner, status reads the supervisor's state (the owner's file) too.
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        status.contains(&camera) && status.contains("running"),
+        "{status}"
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -460,6 +473,8 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
     run.signal(Signal::SIGTERM);
     assert!(run.wait(Duration::from_secs(60)).success());
     owned_privately("after nvr run");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"root's");
+    assert_eq!(std::fs::metadata(&victim).unwrap().uid(), 0);
     let out = nvr(&["check", "--hash"]);
     assert!(
         out.status.success(),
@@ -467,6 +482,22 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
         String::from_utf8_lossy(&out.stdout)
     );
     owned_privately("after check");
+    // A second init --user on a dir whose sample dir the owner replaced by a link to a
+    // directory of root's gives away nothing in it.
+    let planted = DataDir::new(tmp.path().join("planted"));
+    std::fs::create_dir(&planted.root).unwrap();
+    let roots = tmp.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::write(roots.join("file"), b"root's").unwrap();
+    std::os::unix::fs::symlink(&roots, planted.sample_dir_path()).unwrap();
+    let _ = Command::new(env!("CARGO_BIN_EXE_nvr"))
+        .arg("--data-dir")
+        .arg(&planted.root)
+        .args(["init", "--user", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::metadata(roots.join("file")).unwrap().uid(), 0);
+    assert_eq!(std::fs::metadata(&roots).unwrap().uid(), 0);
     // Not a user, and not root: clear errors, nothing changed.
     let other = DataDir::new(tmp.path().join("other"));
     let out = Command::new(env!("CARGO_BIN_EXE_nvr"))

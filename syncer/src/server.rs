@@ -876,6 +876,9 @@ where
                 Ok(r) => Ok((AdminReply::Recordings(r), None)),
                 Err(e) => error(e.to_string()),
             },
+            AdminRequest::IngestHolds { .. } if !self.holds_relayed => {
+                error("this syncer lists what ingests hold itself (no --holds-relayed)".into())
+            }
             AdminRequest::IngestHolds { holds } => {
                 self.relayed_holds(holds);
                 Ok((AdminReply::Ok, None))
@@ -1339,6 +1342,14 @@ fn serve_admin(stream: UnixStream, tx: Sender<Event>) -> Result<(), WireError> {
                 return Err(e);
             }
         };
+        if matches!(req, AdminRequest::IngestHolds { .. }) && uid != 0 {
+            // What ingests hold lets the syncer forget files: only the supervisor (root),
+            // which can list them, may say.
+            c.send(&AdminReply::Error {
+                message: format!("uid {uid} may not relay what ingests hold (only root)"),
+            })?;
+            continue;
+        }
         let (rtx, rrx) = mpsc::channel();
         if tx.send(Event::Admin { req, reply: rtx }).is_err() {
             return Ok(());

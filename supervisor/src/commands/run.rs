@@ -80,6 +80,9 @@ fn syncer_owner(
         )
         .into());
     }
+    // Source files are opened with the owner's identity (supervise::open_source_file): none
+    // of root's groups may count then.
+    nix::unistd::setgroups(&[]).map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
     tracing::info!(uid = %owner.uid, "the syncer runs as the data dir's owner");
     Ok(Some(owner))
 }
