@@ -40,6 +40,10 @@ use protocol::CompositeId;
 /// syncer keeps for it.
 pub const MAX_EXPOSED_FILES: usize = 64;
 
+/// How old a listing of a process's files may be and still count
+/// ([`Exposure::listing_is_fresh`]).
+pub const LISTING_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A file, by device and inode: what `/proc/PID/fd` entries and our own descriptors agree on.
 pub use protocol::messages::FileKey as InodeKey;
 
@@ -62,6 +66,8 @@ struct Exposed {
     allowed_bytes: u64,
     /// The syncer is done with it (committed, salvaged or discarded).
     settled: bool,
+    /// [`Exposure::relays`] when it was handed out.
+    exposed_at_relay: u64,
 }
 
 impl Exposed {
@@ -94,6 +100,11 @@ pub struct Exposure {
     /// Its descriptors cannot be listed (no privilege): nothing is tracked, so that nothing
     /// grows with every recording handed out.
     unwatchable: bool,
+    /// Listings of its files relayed by the supervisor processed so far
+    /// ([`Exposure::enforce_listed`]).
+    relays: u64,
+    /// When its files were last listed, by the syncer or the supervisor.
+    listed_at: Option<std::time::Instant>,
 }
 
 impl Exposure {
@@ -104,6 +115,8 @@ impl Exposure {
             start_ticks: start_ticks(pid).ok()??,
             files: BTreeMap::new(),
             unwatchable: false,
+            relays: 0,
+            listed_at: None,
         })
     }
 
@@ -123,6 +136,7 @@ impl Exposure {
             fd: handed.as_fd().try_clone_to_owned()?,
             allowed_bytes,
             settled: false,
+            exposed_at_relay: self.relays,
         };
         self.files.insert(key, e);
         Ok(())
@@ -181,25 +195,41 @@ impl Exposure {
         };
         // A listing that could not follow every link proves nothing about the ones missed.
         if let Some(held) = held {
-            self.forget_closed(&held);
+            self.listed_at = Some(std::time::Instant::now());
+            self.forget_closed(&held, u64::MAX);
         }
         (breaches, Ok(()))
     }
 
-    /// [`Exposure::enforce`] with the process's files listed by someone who may (`held`,
-    /// listed before this call; `None`: not known now, so nothing is forgotten).
+    /// [`Exposure::enforce`] with the process's files listed by the supervisor (`held`;
+    /// `None`: not known now, so nothing is forgotten).
+    ///
+    /// The listing was taken some time before this call, so a file handed out after it is
+    /// missing from it while held. The supervisor sends one listing at a time and waits for
+    /// its answer, so a listing was taken after the previous one was processed: a file is
+    /// forgotten only if it was handed out before that.
     pub fn enforce_listed(&mut self, held: Option<&BTreeSet<InodeKey>>) -> Vec<Breach> {
         let breaches = self.look();
         if let Some(held) = held {
-            self.forget_closed(held);
+            self.listed_at = Some(std::time::Instant::now());
+            self.forget_closed(held, self.relays);
+            self.relays += 1;
         }
         breaches
     }
 
-    /// Forgets the settled files not in `held` (the syncer's duplicate would otherwise keep
-    /// a deleted recording's inode).
-    fn forget_closed(&mut self, held: &BTreeSet<InodeKey>) {
-        self.files.retain(|k, e| !e.settled || held.contains(k));
+    /// Forgets the settled files not in `held` and handed out before relay `before` (the
+    /// syncer's duplicate would otherwise keep a deleted recording's inode).
+    fn forget_closed(&mut self, held: &BTreeSet<InodeKey>, before: u64) {
+        self.files
+            .retain(|k, e| !e.settled || held.contains(k) || e.exposed_at_relay >= before);
+    }
+
+    /// Whether its files were listed in the last [`LISTING_STALE_AFTER`]: only then can its
+    /// count of exposed files be held against it (an unlisted one forgets nothing).
+    pub fn listing_is_fresh(&self) -> bool {
+        self.listed_at
+            .is_some_and(|t| t.elapsed() < LISTING_STALE_AFTER)
     }
 
     /// How many files are exposed: the settled ones stay while the process holds them. The syncer holds a descriptor for each, so it drops a connection whose
@@ -437,6 +467,31 @@ mod tests {
         let meta = settled.metadata().unwrap();
         assert_eq!(meta.len(), 1000);
         assert!(meta.blocks() * 512 <= crate::durability::allocation_allowed(1000));
+    }
+
+    /// A relayed listing may predate a file handed out just before it is processed: such a
+    /// file is missing from it and must not be forgotten; the next listing, taken after this
+    /// one was processed, decides. A stale listing lets the count of files go unchecked.
+    #[test]
+    fn a_relayed_listing_forgets_only_files_handed_out_before_the_previous_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(tmp.path().join("f")).unwrap();
+        let mut me = Exposure::of_process(std::process::id() as i32).unwrap();
+        assert!(!me.listing_is_fresh());
+        me.expose(&file, id(1), 0).unwrap();
+        me.settle(id(1), Some(0));
+        let nothing_held = BTreeSet::new();
+        assert!(me.enforce_listed(Some(&nothing_held)).is_empty());
+        assert_eq!(
+            me.exposed_files(),
+            1,
+            "handed out after the listing may have been taken"
+        );
+        assert!(me.listing_is_fresh());
+        me.enforce_listed(None);
+        assert_eq!(me.exposed_files(), 1, "no listing, nothing forgotten");
+        me.enforce_listed(Some(&nothing_held));
+        assert_eq!(me.exposed_files(), 0, "not held in a listing taken after");
     }
 
     /// `me.enforce()`'s breaches, the listing having worked.

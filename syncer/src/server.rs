@@ -755,6 +755,7 @@ where
                 })
                 .collect();
             if e.exposed_files() > exposure::MAX_EXPOSED_FILES
+                && e.listing_is_fresh()
                 && let Some(id) = e.newest_id()
             {
                 let why = format!(
