@@ -68,6 +68,8 @@ struct Exposed {
     settled: bool,
     /// [`Exposure::relays`] when it was handed out.
     exposed_at_relay: u64,
+    /// Its `Opened` frame's number on the connection (from 1), for [`Delivery`].
+    opened_seq: u64,
 }
 
 impl Exposed {
@@ -105,6 +107,37 @@ pub struct Exposure {
     relays: u64,
     /// When its files were last listed, by the syncer or the supervisor.
     listed_at: Option<std::time::Instant>,
+    /// How far the process has read its connection; `None`: as far as was sent.
+    delivery: Option<Delivery>,
+    /// Every `Opened` frame up to this number has been read by the process.
+    delivered: u64,
+}
+
+/// What an ingest has read of its connection: a descriptor sent in an `Opened` frame it has
+/// not read yet is in no descriptor table, so its absence from a listing does not mean it was
+/// closed. The connection's writer thread counts the `Opened` frames it has sent; when the
+/// socket's send queue is empty (`SIOCOUTQ`), the process has read every one of them.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The syncer's end of the connection.
+    pub socket: OwnedFd,
+    /// `Opened` frames the writer thread has sent (incremented after each `sendmsg`).
+    pub opened_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Delivery {
+    /// The number of `Opened` frames the process has surely read, if the queue is empty now.
+    fn read_upto(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        // Loaded before the queue is looked at: each frame counted was in the queue (or read)
+        // by then.
+        let sent = self.opened_sent.load(std::sync::atomic::Ordering::Acquire);
+        let mut unread: nix::libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer given.
+        let r =
+            unsafe { nix::libc::ioctl(self.socket.as_raw_fd(), nix::libc::TIOCOUTQ, &mut unread) };
+        (r == 0 && unread == 0).then_some(sent)
+    }
 }
 
 impl Exposure {
@@ -117,15 +150,33 @@ impl Exposure {
             unwatchable: false,
             relays: 0,
             listed_at: None,
+            delivery: None,
+            delivered: u64::MAX,
         })
     }
 
-    /// The process is handed `id`'s file on `handed`, which may hold `allowed_bytes`.
+    /// Watches what the process has read of its connection (see [`Delivery`]).
+    pub fn with_delivery(mut self, delivery: Delivery) -> Exposure {
+        self.delivery = Some(delivery);
+        self.delivered = 0;
+        self
+    }
+
+    /// Brings [`Exposure::delivered`] up to date; call it before listing the descriptors.
+    fn note_delivery(&mut self) {
+        if let Some(upto) = self.delivery.as_ref().and_then(Delivery::read_upto) {
+            self.delivered = self.delivered.max(upto);
+        }
+    }
+
+    /// The process is handed `id`'s file on `handed`, which may hold `allowed_bytes`, in the
+    /// connection's `opened_seq`th `Opened` frame.
     pub fn expose(
         &mut self,
         handed: impl AsFd,
         id: CompositeId,
         allowed_bytes: u64,
+        opened_seq: u64,
     ) -> io::Result<()> {
         if self.unwatchable {
             return Ok(());
@@ -137,6 +188,7 @@ impl Exposure {
             allowed_bytes,
             settled: false,
             exposed_at_relay: self.relays,
+            opened_seq,
         };
         self.files.insert(key, e);
         Ok(())
@@ -180,7 +232,9 @@ impl Exposure {
     /// says the process's descriptors could not be listed (no privilege; a process that is
     /// gone lists none): the files were looked at all the same, and none forgotten.
     pub fn enforce(&mut self) -> (Vec<Breach>, io::Result<()>) {
-        // Listed before the look, so that a write followed by a close is still seen.
+        // Listed before the look, so that a write followed by a close is still seen; what was
+        // read of the connection before the listing.
+        self.note_delivery();
         let held = held_files(self.pid);
         let breaches = self.look();
         let held = match held {
@@ -196,7 +250,7 @@ impl Exposure {
         // A listing that could not follow every link proves nothing about the ones missed.
         if let Some(held) = held {
             self.listed_at = Some(std::time::Instant::now());
-            self.forget_closed(&held, u64::MAX);
+            self.forget_closed(&held, u64::MAX, self.delivered);
         }
         (breaches, Ok(()))
     }
@@ -211,18 +265,27 @@ impl Exposure {
     pub fn enforce_listed(&mut self, held: Option<&BTreeSet<InodeKey>>) -> Vec<Breach> {
         let breaches = self.look();
         if let Some(held) = held {
+            // What was read by the previous listing's processing, which came before this
+            // listing was taken; what is read now counts for the next one.
+            let delivered = self.delivered;
+            self.note_delivery();
             self.listed_at = Some(std::time::Instant::now());
-            self.forget_closed(held, self.relays);
+            self.forget_closed(held, self.relays, delivered);
             self.relays += 1;
         }
         breaches
     }
 
-    /// Forgets the settled files not in `held` and handed out before relay `before` (the
-    /// syncer's duplicate would otherwise keep a deleted recording's inode).
-    fn forget_closed(&mut self, held: &BTreeSet<InodeKey>, before: u64) {
-        self.files
-            .retain(|k, e| !e.settled || held.contains(k) || e.exposed_at_relay >= before);
+    /// Forgets the settled files not in `held`, handed out before relay `before` in a frame
+    /// the process had read (up to `delivered`) when `held` was listed (the syncer's duplicate
+    /// would otherwise keep a deleted recording's inode).
+    fn forget_closed(&mut self, held: &BTreeSet<InodeKey>, before: u64, delivered: u64) {
+        self.files.retain(|k, e| {
+            !e.settled
+                || held.contains(k)
+                || e.exposed_at_relay >= before
+                || e.opened_seq > delivered
+        });
     }
 
     /// Whether its files were listed in the last [`LISTING_STALE_AFTER`]: only then can its
@@ -384,9 +447,9 @@ mod tests {
         let mut me = Exposure::of_process(child.0.id() as i32).unwrap();
         over.write_all(&[1; 5000]).unwrap();
         within.write_all(&[2; 100]).unwrap();
-        me.expose(&over, id(1), 1000).unwrap();
-        me.expose(&within, id(2), 1000).unwrap();
-        me.expose(&closed, id(3), 0).unwrap();
+        me.expose(&over, id(1), 1000, 1).unwrap();
+        me.expose(&within, id(2), 1000, 2).unwrap();
+        me.expose(&closed, id(3), 0, 3).unwrap();
         me.settle(id(1), Some(1000));
         me.settle(id(3), Some(0));
         let (breaches, listed) = me.enforce();
@@ -452,8 +515,8 @@ mod tests {
         let child = KillOnDrop(child);
         let mut me = Exposure::of_process(child.0.id() as i32).unwrap();
         settled.write_all(&[1; 1000]).unwrap();
-        me.expose(&settled, id(1), 1000).unwrap();
-        me.expose(&growing, id(2), 1 << 20).unwrap();
+        me.expose(&settled, id(1), 1000, 1).unwrap();
+        me.expose(&growing, id(2), 1 << 20, 2).unwrap();
         me.settle(id(1), Some(1000));
         if let Err(e) = fallocate(&settled, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, 1 << 20) {
             eprintln!("SKIPPED: fallocate on this file system: {e}");
@@ -478,7 +541,7 @@ mod tests {
         let file = std::fs::File::create(tmp.path().join("f")).unwrap();
         let mut me = Exposure::of_process(std::process::id() as i32).unwrap();
         assert!(!me.listing_is_fresh());
-        me.expose(&file, id(1), 0).unwrap();
+        me.expose(&file, id(1), 0, 1).unwrap();
         me.settle(id(1), Some(0));
         let nothing_held = BTreeSet::new();
         assert!(me.enforce_listed(Some(&nothing_held)).is_empty());

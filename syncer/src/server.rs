@@ -27,7 +27,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::time::Instant;
 
@@ -143,6 +143,12 @@ struct Connection {
     exposure: Option<Exposure>,
     /// Its process, as the kernel recorded it with the hello, if known.
     pid: Option<i32>,
+    /// `Opened` frames handed to its writer thread.
+    opened: u64,
+    /// `Opened` frames its writer thread has sent, and the syncer's end of the socket: what
+    /// the process has read ([`exposure::Delivery`]).
+    opened_sent: Arc<AtomicU64>,
+    socket: OwnedFd,
 }
 
 /// Where an admin request's answer goes.
@@ -482,7 +488,20 @@ where
         // An ingest in this very process (a test's) cannot be told from the duplicates the
         // watch keeps: not watched.
         let other = pid.filter(|&p| p != std::process::id() as i32);
-        c.exposure = other.and_then(Exposure::of_process);
+        let delivery = |socket| exposure::Delivery {
+            socket,
+            opened_sent: c.opened_sent.clone(),
+        };
+        c.exposure = match (other.and_then(Exposure::of_process), c.socket.try_clone()) {
+            (Some(e), Ok(socket)) => Some(e.with_delivery(delivery(socket))),
+            // Without a descriptor to ask, nothing can be known delivered: not watched, as
+            // when out of descriptors anyway.
+            (Some(_), Err(err)) => {
+                warn!(conn, error = %err, "cannot watch the ingest's files");
+                None
+            }
+            (None, _) => None,
+        };
         c.pid = pid;
         let stream_id = c.session.stream_id();
         let Some(row) = self
@@ -535,8 +554,9 @@ where
             }
             Ok(Action::Opened(id, file)) => {
                 let fd: OwnedFd = file.into();
+                c.opened += 1;
                 if let Some(e) = c.exposure.as_mut()
-                    && let Err(err) = e.expose(&fd, id, WRITE_WINDOW_BYTES)
+                    && let Err(err) = e.expose(&fd, id, WRITE_WINDOW_BYTES, c.opened)
                 {
                     // Never a descriptor the syncer could not take back in size (EMFILE).
                     error!(recording = %id, error = %err, "cannot watch its file");
@@ -1052,10 +1072,13 @@ where
         let writer = Conn::from(ours.try_clone()?);
         let shutdown = ours.try_clone()?;
         let reader = Conn::from(ours.try_clone()?);
+        let socket = OwnedFd::from(ours.try_clone()?);
+        let opened_sent = Arc::new(AtomicU64::new(0));
+        let sent = opened_sent.clone();
         // Before the ingest can send its hello: the kernel records the sender's pid at send.
         reader.pass_credentials()?;
         spawn_named(&format!("ingest-{conn}-out"), move || {
-            write_ingest(writer, out_rx);
+            write_ingest(writer, out_rx, &sent);
             let _ = shutdown.shutdown(std::net::Shutdown::Both);
         })?;
         let tx = self.tx.clone();
@@ -1073,6 +1096,9 @@ where
                 greeted: false,
                 exposure: None,
                 pid: None,
+                opened: 0,
+                opened_sent,
+                socket,
             },
         );
         self.by_stream.insert(stream, conn);
@@ -1203,7 +1229,9 @@ fn read_ingest(conn: ConnId, mut c: Conn, tx: Sender<Event>) {
 }
 
 /// Sends queued answers until the core drops the queue or the socket fails.
-fn write_ingest(mut c: Conn, rx: Receiver<Outgoing>) {
+/// Sends what the core queues for one ingest; counts the `Opened` frames sent in
+/// `opened_sent` (after each is in the socket: see `exposure::Delivery`).
+fn write_ingest(mut c: Conn, rx: Receiver<Outgoing>, opened_sent: &AtomicU64) {
     for out in rx {
         let r = match &out {
             Outgoing::Hello(h) => c.send(h),
@@ -1213,6 +1241,9 @@ fn write_ingest(mut c: Conn, rx: Receiver<Outgoing>) {
         if let Err(e) = r {
             debug!(error = %e, "ingest connection write failed");
             return;
+        }
+        if matches!(out, Outgoing::Reply(IngestReply::Opened { .. }, _)) {
+            opened_sent.fetch_add(1, Ordering::Release);
         }
     }
 }

@@ -766,6 +766,53 @@ fn a_kept_descriptor_cannot_grow_a_committed_recording() {
     assert_eq!(daemon.wait(), 0);
 }
 
+/// A hostile ingest leaves the `Opened` frame, with its descriptor, unread in the socket, and
+/// breaks a rule so that the syncer drops the connection and is done with the file (a discard);
+/// seconds later it takes the descriptor and writes past what the file may hold. The file is
+/// still watched (a descriptor in flight is in no table, but the syncer knows the frame was not
+/// read) and cut back.
+#[test]
+fn a_descriptor_left_in_flight_is_still_watched() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: watching an ingest's descriptors needs root");
+        return;
+    }
+    let (_tmp, d) = data_dir();
+    let daemon = Daemon::start(&d);
+    let mut admin = daemon.admin();
+    let mut a = Ingest::connect(&mut admin, "a");
+    set_read_timeout(&a.conn);
+    let id = CompositeId::new(a.hello.stream_id, 0);
+    a.conn
+        .send(&IngestRequest::OpenRecording {
+            run_offset: 0,
+            sample_entry_id: a.entry,
+        })
+        .unwrap();
+    // A report of a recording that is not this connection's: refused, connection dropped.
+    a.conn
+        .send(&IngestRequest::Progress {
+            id: CompositeId::new(a.hello.stream_id + 1, 0),
+            samples: vec![],
+            times: times(0),
+            written_bytes: 0,
+        })
+        .unwrap();
+    // The syncer discards the file and looks at what the process holds, twice.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (reply, fd) = a.conn.recv_with_optional_fd::<IngestReply>().unwrap();
+    assert_eq!(reply, IngestReply::Opened { id });
+    let mut f = std::fs::File::from(fd.expect("the descriptor"));
+    let window = protocol::limits::WRITE_WINDOW_BYTES;
+    f.write_all(&vec![0xee; window as usize + (6 << 20)])
+        .unwrap();
+    eventually("the file cut back to what it could hold", || {
+        f.metadata().unwrap().len() <= window
+    });
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait(), 0);
+}
+
 /// A tmpfs this test mounted, unmounted on drop.
 struct Tmpfs(std::path::PathBuf);
 
