@@ -41,6 +41,29 @@ impl Identity {
     }
 }
 
+/// This thread's file-system uid and gid switched to another identity's (`setfsuid`, which
+/// also drops root's file capabilities), until dropped.
+pub struct FsIdentity {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+}
+
+impl FsIdentity {
+    pub fn assume(to: Identity) -> FsIdentity {
+        // setfsgid first: once the fsuid is not root, the fsgid could not be changed back.
+        let gid = nix::unistd::setfsgid(to.gid);
+        let uid = nix::unistd::setfsuid(to.uid);
+        FsIdentity { uid, gid }
+    }
+}
+
+impl Drop for FsIdentity {
+    fn drop(&mut self) {
+        nix::unistd::setfsuid(self.uid);
+        nix::unistd::setfsgid(self.gid);
+    }
+}
+
 /// The owner of `d`'s root directory, when it is a user other than root; `None` for root, or
 /// a data dir that does not exist yet.
 pub fn data_dir_owner(d: &DataDir) -> io::Result<Option<Identity>> {
@@ -53,6 +76,22 @@ pub fn data_dir_owner(d: &DataDir) -> io::Result<Option<Identity>> {
         uid: Uid::from_raw(meta.uid()),
         gid: Gid::from_raw(meta.gid()),
     }))
+}
+
+/// Started as root on a data dir another user owns: that user, whose file-system identity a
+/// command that must stay root (`export`, which writes where its caller may) takes to read
+/// the data dir ([`FsIdentity`]); its supplementary groups dropped, so that only the owner's
+/// ids count. `None` otherwise.
+pub fn reader_for(d: &DataDir) -> Result<Option<Identity>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let owner = data_dir_owner(d).map_err(|e| format!("{}: {e}", d.root.display()))?;
+    if owner.is_some() {
+        nix::unistd::setgroups(&[])
+            .map_err(|e| format!("cannot drop supplementary groups: {e}"))?;
+    }
+    Ok(owner)
 }
 
 /// Started as root on a data dir another user owns: becomes that user (see the module docs).

@@ -46,7 +46,7 @@ use syncer::layout::DataDir;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::identity::Identity;
+use crate::identity::{FsIdentity, Identity};
 use crate::ingest_uids::IngestUids;
 use crate::state::{CameraState, ProcessState, SupervisorLock, SupervisorState};
 use crate::stderr_tail::StderrTail;
@@ -940,29 +940,6 @@ fn open_source_file(
     )
     .map_err(|e| failed(&e))?;
     Ok(Some(file))
-}
-
-/// This thread's file-system uid and gid switched to another identity's (`setfsuid`, which
-/// also drops root's file capabilities), until dropped.
-struct FsIdentity {
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-}
-
-impl FsIdentity {
-    fn assume(to: Identity) -> FsIdentity {
-        // setfsgid first: once the fsuid is not root, the fsgid could not be changed back.
-        let gid = nix::unistd::setfsgid(to.gid);
-        let uid = nix::unistd::setfsuid(to.uid);
-        FsIdentity { uid, gid }
-    }
-}
-
-impl Drop for FsIdentity {
-    fn drop(&mut self) {
-        nix::unistd::setfsuid(self.uid);
-        nix::unistd::setfsgid(self.gid);
-    }
 }
 
 /// Which child [`child_setup`] prepares.

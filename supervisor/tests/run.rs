@@ -482,6 +482,44 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
         String::from_utf8_lossy(&out.stdout)
     );
     owned_privately("after check");
+    // Export, which stays root to write where its caller may, reads as the owner: a sample
+    // dir the owner replaced by a link to a directory of root's holding a file of the right
+    // name and length is refused.
+    let rows = e2e::recordings(&d);
+    let (first, second) = (rows[0].id, rows[1].id);
+    let out_path = tmp.path().join("out.mp4");
+    let exported = |id: protocol::CompositeId| {
+        Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(&d.root)
+            .args(["export", "--camera", &camera, "--id", &id.to_string(), "-o"])
+            .arg(&out_path)
+            .output()
+            .unwrap()
+    };
+    let out = exported(first);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secrets = tmp.path().join("root-only");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let name = syncer::layout::sample_file_name(second);
+    std::fs::write(
+        secrets.join(&name),
+        vec![b's'; rows[1].sample_file_bytes as usize],
+    )
+    .unwrap();
+    std::fs::rename(d.sample_dir_path(), d.root.join("sample.real")).unwrap();
+    std::os::unix::fs::symlink(&secrets, d.sample_dir_path()).unwrap();
+    let out = exported(second);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
     // A second init --user on a dir whose sample dir the owner replaced by a link to a
     // directory of root's gives away nothing in it.
     let planted = DataDir::new(tmp.path().join("planted"));

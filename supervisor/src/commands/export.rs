@@ -18,6 +18,8 @@
 //!   rows, indexes and sample entries are read in one snapshot; committed sample files are
 //!   immutable until retention deletes them, so this is safe while `nvr run` records. A file
 //!   deleted in the meantime fails the export with an error naming it.
+//! - **Identity**: run as root on a data dir another user owns, the database and sample files
+//!   are opened with that owner's file-system ids ([`FsIdentity`]); the output is the caller's.
 //! - **Output**: written to `FILE.partial`, fsynced, then renamed over `FILE` (so a failed or
 //!   interrupted export never leaves a truncated FILE). Memory stays bounded: the sample
 //!   tables take a few bytes per frame and the media is copied in [`COPY_CHUNK_BYTES`] pieces.
@@ -36,6 +38,7 @@ use thiserror::Error;
 
 use super::CmdResult;
 use crate::cli::ExportArgs;
+use crate::identity::{FsIdentity, Identity};
 use crate::mp4::{self, Mp4Error, SampleTable, VideoTrack};
 use crate::progress::ProgressLine;
 use crate::size::Size;
@@ -152,8 +155,11 @@ pub fn run(d: &DataDir, args: &ExportArgs) -> CmdResult {
         // clap requires --start with --end, and one of them or --id.
         _ => return Err("give --start and --end, or --id".into()),
     };
-    let plan = read_plan(d, &args.camera, selection)?;
-    let written = write_mp4(d, &plan, &args.output)?;
+    // On a data dir given to a user, what is read is read as that user: root's access is not
+    // lent to a link the user left there. The output is written as the caller.
+    let reader = crate::identity::reader_for(d)?;
+    let plan = read_plan(d, &args.camera, selection, reader)?;
+    let written = write_mp4(d, &plan, &args.output, reader)?;
     let runs = 1 + plan
         .rows
         .windows(2)
@@ -179,7 +185,12 @@ pub fn run(d: &DataDir, args: &ExportArgs) -> CmdResult {
 }
 
 /// Reads what to export from the database, opened read-only, in one snapshot.
-pub fn read_plan(d: &DataDir, camera: &str, selection: Selection) -> Result<Plan, ExportError> {
+pub fn read_plan(
+    d: &DataDir,
+    camera: &str,
+    selection: Selection,
+    reader: Option<Identity>,
+) -> Result<Plan, ExportError> {
     if let Selection::Range { start, end } = selection
         && end <= start
     {
@@ -189,6 +200,7 @@ pub fn read_plan(d: &DataDir, camera: &str, selection: Selection) -> Result<Plan
     if !db_path.exists() {
         return Err(ExportError::NotInitialized { db: db_path });
     }
+    let _as_reader = reader.map(FsIdentity::assume);
     let db = Database::open_read_only(&db_path)?;
     db.read_snapshot(|db| plan(db, camera, selection))
 }
@@ -303,7 +315,12 @@ fn partial_path(output: &Path) -> PathBuf {
 }
 
 /// Writes the movie to `output` (through `output.partial`); returns its size in bytes.
-pub fn write_mp4(d: &DataDir, plan: &Plan, output: &Path) -> Result<u64, ExportError> {
+pub fn write_mp4(
+    d: &DataDir,
+    plan: &Plan,
+    output: &Path,
+    reader: Option<Identity>,
+) -> Result<u64, ExportError> {
     let header = mp4::header(
         &VideoTrack {
             width: plan.entry.width,
@@ -314,7 +331,7 @@ pub fn write_mp4(d: &DataDir, plan: &Plan, output: &Path) -> Result<u64, ExportE
         &plan.table,
     )?;
     let partial = partial_path(output);
-    let result = write_partial(d, plan, &header.bytes, &partial);
+    let result = write_partial(d, plan, &header.bytes, &partial, reader);
     let written = match result {
         Ok(n) => n,
         Err(e) => {
@@ -339,10 +356,13 @@ fn write_partial(
     plan: &Plan,
     header: &[u8],
     partial: &Path,
+    reader: Option<Identity>,
 ) -> Result<u64, ExportError> {
     let sample_dir_path = d.sample_dir_path();
-    let sample_dir =
-        RealDir::open_dir(&sample_dir_path).map_err(io_error("open", &sample_dir_path))?;
+    let sample_dir = {
+        let _as_reader = reader.map(FsIdentity::assume);
+        RealDir::open_dir(&sample_dir_path).map_err(io_error("open", &sample_dir_path))?
+    };
     let mut out = File::create(partial).map_err(io_error("create", partial))?;
     out.write_all(header).map_err(io_error("write", partial))?;
     let total_bytes = header.len() as u64 + plan.table.mdat_payload_bytes();
@@ -352,15 +372,16 @@ fn write_partial(
     for r in &plan.rows {
         let name = sample_file_name(r.id);
         let path = sample_dir_path.join(&name);
-        let mut file = sample_dir
-            .open(&name, OpenMode::ReadOnly)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ExportError::FileGone {
-                    id: r.id,
-                    path: path.clone(),
-                },
-                _ => io_error("open", &path)(e),
-            })?;
+        let as_reader = reader.map(FsIdentity::assume);
+        let opened = sample_dir.open(&name, OpenMode::ReadOnly);
+        drop(as_reader);
+        let mut file = opened.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ExportError::FileGone {
+                id: r.id,
+                path: path.clone(),
+            },
+            _ => io_error("open", &path)(e),
+        })?;
         let expected = r.sample_file_bytes as u64;
         let actual = file.metadata().map_err(io_error("stat", &path))?.len();
         let length_error = |actual| ExportError::FileLength {
