@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 use syncer::layout::DataDir;
@@ -67,7 +68,7 @@ impl Drop for FsIdentity {
 /// The owner of `d`'s root directory, when it is a user other than root; `None` for root, or
 /// a data dir that does not exist yet.
 pub fn data_dir_owner(d: &DataDir) -> io::Result<Option<Identity>> {
-    let meta = match std::fs::metadata(&d.root) {
+    let meta = match std::fs::symlink_metadata(&d.root) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -76,6 +77,117 @@ pub fn data_dir_owner(d: &DataDir) -> io::Result<Option<Identity>> {
         uid: Uid::from_raw(meta.uid()),
         gid: Gid::from_raw(meta.gid()),
     }))
+}
+
+/// Started as root: `d` named by its canonical path, once it is sure that no user but root
+/// can change which directory that path names. Root decides whom to act as from the data
+/// dir's owner and the supervisor stays root in it; were a directory above the data dir
+/// someone else's, they could swap the data dir for another between that decision and its
+/// use (or for a link to where root would then write). Like OpenSSH's `StrictModes`, then:
+/// every directory above the data dir is root's and writable by root alone, or sticky (like
+/// `/tmp`) over an entry of root's; a data dir of root's is writable by root alone (a data
+/// dir of another user's is that user's, and root acts as the user there). Not root: `d`.
+pub fn resolve_for_root(d: &DataDir) -> Result<DataDir, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(d.clone());
+    }
+    let (existing, missing) = canonical_prefix(&d.root)?;
+    let mut above = Vec::new();
+    let mut at = existing.as_path();
+    while let Some(parent) = at.parent() {
+        above.push((parent, at));
+        at = parent;
+    }
+    for (dir, entry) in above.into_iter().rev() {
+        check_above(dir, entry)?;
+    }
+    match missing.components().next() {
+        // The data dir does not exist yet: `existing` is above it, over what `init` creates.
+        Some(first) => check_above(&existing, &existing.join(first))?,
+        None => check_data_dir(&existing)?,
+    }
+    Ok(DataDir::new(existing.join(missing)))
+}
+
+/// The canonical path of `path`'s deepest existing directory, and the rest of `path` (names
+/// only: no `..` past what exists).
+fn canonical_prefix(path: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let absolute = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut existing = absolute.as_path();
+    let mut missing = Vec::new();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(c) => {
+                let rest: PathBuf = missing.iter().rev().collect();
+                return Ok((c, rest));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", existing.display())),
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name);
+                existing = parent;
+            }
+            _ => return Err(format!("{}: no such directory", path.display())),
+        }
+    }
+}
+
+/// `dir`, a directory above the data dir, can be changed by root alone where `entry` (the
+/// next directory down, which may not exist yet) is concerned.
+fn check_above(dir: &Path, entry: &Path) -> Result<(), String> {
+    let meta = directory_meta(dir)?;
+    let unsafe_because = if meta.uid() != 0 {
+        Some(format!("is owned by uid {}", meta.uid()))
+    } else if meta.mode() & 0o022 == 0 {
+        None
+    } else if meta.mode() & 0o1000 == 0 {
+        Some("is writable by users other than root".to_owned())
+    } else {
+        // Sticky: only an entry's owner may rename or remove it.
+        match std::fs::symlink_metadata(entry) {
+            Ok(m) if m.uid() == 0 => None,
+            Ok(m) => Some(format!(
+                "is writable by others and {} in it is owned by uid {}",
+                entry.display(),
+                m.uid()
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(format!(
+                "is writable by others and {} does not exist yet (anyone could make it)",
+                entry.display()
+            )),
+            Err(e) => return Err(format!("{}: {e}", entry.display())),
+        }
+    };
+    match unsafe_because {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{} {why}: run as root, nvr works only in a data dir that no other user can swap              out from under it (every directory above it root's and writable by root alone,              or sticky over an entry of root's); move the data dir, or run nvr as its owner",
+            dir.display()
+        )),
+    }
+}
+
+/// The data dir itself: when root's, writable by root alone.
+fn check_data_dir(dir: &Path) -> Result<(), String> {
+    let meta = directory_meta(dir)?;
+    if meta.uid() == 0 && meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is root's and writable by other users, who could replace what is in it:              make it 0700 (nvr init does)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `path`'s own metadata (a link is not followed), which must be a directory's.
+fn directory_meta(path: &Path) -> Result<std::fs::Metadata, String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", path.display()));
+    }
+    Ok(meta)
 }
 
 /// Started as root on a data dir another user owns: that user, whose file-system identity a

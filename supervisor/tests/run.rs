@@ -549,6 +549,107 @@ fn a_data_dir_given_to_a_user_has_its_syncer_run_as_that_user() {
     assert!(!other.root.exists());
 }
 
+/// Run as root, nvr works only in a data dir no other user can swap out from under it
+/// (`identity::resolve_for_root`): below a directory another user owns or may write, every
+/// command is refused naming that directory; sticky directories over root's entries, links
+/// to a good data dir, and directories yet to be made below root's are fine.
+#[test]
+fn root_refuses_a_data_dir_another_user_could_swap() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the data dir path rule applies to root");
+        return;
+    }
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        eprintln!("SKIPPED: no user nobody");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nvr = |dir: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nvr"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mkdir = |name: &str, mode: u32| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    };
+    let refused = |dir: &Path, args: &[&str], culprit: &Path, why: &str| {
+        let (ok, stderr) = nvr(dir, args);
+        assert!(!ok, "{} {args:?} was accepted", dir.display());
+        assert!(
+            stderr.contains(&format!("{} {why}", culprit.display())),
+            "{stderr}"
+        );
+    };
+    let home = mkdir("home", 0o755);
+    nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let data = home.join("data");
+    refused(&data, &["init"], &home, "is owned by uid");
+    refused(
+        &data,
+        &["init", "--user", "nobody"],
+        &home,
+        "is owned by uid",
+    );
+    assert!(!data.exists());
+    // A data dir made while the directory was root's, then the directory given away.
+    let later = mkdir("later", 0o755);
+    assert!(nvr(&later.join("data"), &["init"]).0);
+    nix::unistd::chown(&later, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    for args in [&["status"][..], &["camera", "list"], &["check"], &["run"]] {
+        refused(&later.join("data"), args, &later, "is owned by uid");
+    }
+    let open = mkdir("open", 0o777);
+    refused(
+        &open.join("data"),
+        &["init"],
+        &open,
+        "is writable by users other than root",
+    );
+    // Sticky: fine over an entry of root's, not over one of another user's or a missing one.
+    let sticky = mkdir("sticky", 0o1777);
+    refused(
+        &sticky.join("data"),
+        &["init"],
+        &sticky,
+        "is writable by others",
+    );
+    std::fs::create_dir(sticky.join("data")).unwrap();
+    let (ok, stderr) = nvr(&sticky.join("data"), &["init"]);
+    assert!(ok, "{stderr}");
+    let theirs = sticky.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    refused(&theirs, &["status"], &sticky, "is writable by others");
+    // A link to a good data dir, even from a directory of another user's, names that dir.
+    let link = home.join("link");
+    std::os::unix::fs::symlink(sticky.join("data"), &link).unwrap();
+    let (ok, stderr) = nvr(&link, &["status"]);
+    assert!(ok, "{stderr}");
+    // Directories yet to be made below root's.
+    let (ok, stderr) = nvr(&tmp.path().join("new/deeper/data"), &["init"]);
+    assert!(ok, "{stderr}");
+    // The data dir itself: root's and writable by others.
+    std::fs::set_permissions(sticky.join("data"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(
+        &sticky.join("data"),
+        &["status"],
+        &sticky.join("data"),
+        "is root's and writable",
+    );
+}
+
 /// A sample dir removed while recording stops the syncer with an error saying so; recovery
 /// then refuses to start without it, and `nvr run` gives up naming that cause in one line
 /// (it used to carry on: creates failed with ENOENT, cameras cycled to failed, and status said

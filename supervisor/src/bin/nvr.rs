@@ -19,9 +19,20 @@ fn main() -> ExitCode {
         )
         .init();
     let given = cli.data_dir.clone().map(DataDir::new);
-    let d = given
+    let named = given
         .clone()
         .unwrap_or_else(|| DataDir::new(DEFAULT_DATA_DIR));
+    // `demo` makes a data dir of its own when none is given.
+    let d = match (&cli.command, &given) {
+        (Command::Demo(_), None) => named,
+        _ => match supervisor::identity::resolve_for_root(&named) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("nvr: {}: {e}", named.root.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     // On a data dir another user owns, commands that may write in it act as that user
     // (`supervisor::identity`); `run` stays root to start ingests under their own uids, and
     // `export` writes where its caller may.
@@ -48,7 +59,10 @@ fn main() -> ExitCode {
         Command::Check { hash, repair, json } => {
             ("check", commands::check::run(&d, hash, repair, json))
         }
-        Command::Demo(args) => ("demo", commands::demo::run(given, args)),
+        Command::Demo(args) => (
+            "demo",
+            commands::demo::run(given.is_some().then(|| d.clone()), args),
+        ),
         Command::Export(args) => ("export", commands::export::run(&d, &args)),
     };
     match result {
